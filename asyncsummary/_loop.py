@@ -1,0 +1,152 @@
+"""The process-wide background loop: one daemon thread running an asyncio loop.
+
+All writers share it. It starts on first use, runs uvloop where uvloop can be
+imported (plain asyncio otherwise), and is fork-aware: a child process never touches
+the loop, thread or executor it inherited (they do not exist there); it starts its own
+on first use. Blocking calls (file I/O, sync storage clients) run on daemon threads
+(:class:`DaemonThreadPoolExecutor`), so a write that hangs in the kernel can never
+keep the interpreter from exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import queue
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["DaemonThreadPoolExecutor", "get_loop", "loop_implementation", "run_coroutine"]
+
+T = TypeVar("T")
+
+try:  # pragma: no cover - depends on the platform
+    import uvloop as _uvloop
+except ImportError:  # pragma: no cover
+    _uvloop = None
+
+
+class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool whose workers are daemon threads, not joined at exit.
+
+    ``ThreadPoolExecutor`` joins its workers when the interpreter exits, so one write
+    stuck on a dead NFS server would hang the process forever. These workers are
+    daemon threads; at exit a stuck one is simply abandoned. It subclasses
+    ``ThreadPoolExecutor`` only because ``loop.set_default_executor`` requires one;
+    the pool itself is the few lines below.
+    """
+
+    def __init__(self, max_workers: int = 4, thread_name_prefix: str = "asyncsummary-io") -> None:
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._limit = max_workers
+        self._prefix = thread_name_prefix
+        self._workers = 0
+        self._idle = 0
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        if self._closed:
+            raise RuntimeError("executor is shut down")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._work.put((future, fn, args, kwargs))
+        with self._pool_lock:
+            if self._idle == 0 and self._workers < self._limit:
+                self._workers += 1
+                threading.Thread(
+                    target=self._worker, name=f"{self._prefix}-{self._workers}", daemon=True
+                ).start()
+        return future
+
+    def _worker(self) -> None:
+        while True:
+            with self._pool_lock:
+                self._idle += 1
+            item = self._work.get()
+            with self._pool_lock:
+                self._idle -= 1
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        with self._pool_lock:
+            workers = self._workers
+        for _ in range(workers):
+            self._work.put(None)
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = -1
+        # Loops inherited across fork: kept referenced so that their finalizers never
+        # run in the child (they would close descriptors shared with nothing useful).
+        self._orphans: list[Any] = []
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None and self._pid == os.getpid():
+            return loop
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                self._start()
+            assert self._loop is not None
+            return self._loop
+
+    def _start(self) -> None:
+        loop = _uvloop.new_event_loop() if _uvloop is not None else asyncio.new_event_loop()
+        loop.set_default_executor(DaemonThreadPoolExecutor())
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(started.set)
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name="asyncsummary-loop", daemon=True)
+        thread.start()
+        started.wait()
+        self._loop = loop
+        self._pid = os.getpid()
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        if self._loop is not None:
+            self._orphans.append(self._loop)
+        self._loop = None
+
+
+_loop_thread = _LoopThread()
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """The shared background loop, started on first use (again in a forked child)."""
+    return _loop_thread.get()
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on the background loop from any thread."""
+    return asyncio.run_coroutine_threadsafe(coro, get_loop())
+
+
+def loop_implementation() -> str:
+    """``"uvloop"`` or ``"asyncio"``: what the background loop runs on."""
+    loop = get_loop()
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_loop_thread.after_fork_in_child)

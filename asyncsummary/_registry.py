@@ -1,0 +1,105 @@
+"""Every open writer engine of the process: closed at exit, reset in a forked child.
+
+At interpreter exit (``atexit``, which runs after non-daemon threads have finished)
+every engine still open is closed, all at once, within :data:`EXIT_TIMEOUT` seconds in
+total, so a job that forgets ``close()`` keeps its events and a dead storage server
+cannot hang the exit. ``flush_all``/``aflush_all`` serve services and signal handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._engine import WriterEngine
+
+__all__ = ["EXIT_TIMEOUT", "aflush_all", "close_all", "flush_all", "open_engines"]
+
+#: Seconds that all open writers together get to finish at exit.
+EXIT_TIMEOUT = 30.0
+
+_lock = threading.Lock()
+_engines: dict[int, WriterEngine] = {}
+
+
+def register(engine: WriterEngine) -> None:
+    with _lock:
+        _engines[id(engine)] = engine
+
+
+def unregister(engine: WriterEngine) -> None:
+    with _lock:
+        _engines.pop(id(engine), None)
+
+
+def open_engines() -> list[WriterEngine]:
+    with _lock:
+        return list(_engines.values())
+
+
+def flush_all(timeout: float = 30.0) -> None:
+    """Flush every open writer of the process; raise the first error after trying all."""
+    deadline = time.monotonic() + timeout
+    first: BaseException | None = None
+    for engine in open_engines():
+        try:
+            engine.flush(max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # noqa: BLE001 - every writer gets its flush
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+async def aflush_all(timeout: float = 30.0) -> None:
+    """``flush_all`` for coroutines: the running loop keeps running while it waits."""
+    results = await asyncio.gather(
+        *(engine.aflush(timeout) for engine in open_engines()), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def close_all(timeout: float = EXIT_TIMEOUT) -> list[BaseException]:
+    """Close every open writer concurrently within ``timeout`` seconds in total."""
+    engines = open_engines()
+    errors: list[BaseException] = []
+    threads = []
+    for engine in engines:
+
+        def close(engine: Any = engine) -> None:
+            try:
+                engine.close(timeout)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=close, name="asyncsummary-exit", daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout + 2.0
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return errors
+
+
+def _close_at_exit() -> None:
+    for error in close_all():
+        # The interpreter is going away; stderr is the only place left to say it.
+        print(f"asyncsummary: at exit: {error}", file=__import__("sys").stderr)
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    for engine in list(_engines.values()):
+        engine.after_fork_in_child()
+
+
+atexit.register(_close_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,310 @@
+"""``AsyncSummaryWriter``: ``tf.compat.v1.summary.FileWriter``'s API on a background loop.
+
+Every ``add_*`` method does only what must happen on the caller's thread (check its
+arguments, snapshot the payload as bytes) and queues the event; framing, validation,
+metadata stripping and I/O run on the shared background loop (see ``_engine``).
+TensorFlow is never imported here: protos are recognised by their ``SerializeToString``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from types import TracebackType
+from typing import Any
+
+from . import _event
+from ._engine import DEFERRED, RAW_EVENT, SCALAR, Policy, WriterEngine, WriterStats
+from ._sinks import FileSink, SinkFactory
+from ._storage import resolve_logdir
+
+__all__ = ["AsyncSummaryWriter"]
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+def _step(global_step: Any) -> int:
+    """TF's ``int(global_step)``, with a clear error instead of a silent int64 wrap."""
+    if global_step is None:
+        return 0
+    if type(global_step) is not int:
+        if isinstance(global_step, (str, bytes, bytearray)):
+            raise TypeError(f"global_step must be a number, not {type(global_step).__name__}")
+        try:
+            global_step = int(global_step)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise type(exc)(f"global_step must be an integer, got {global_step!r}") from None
+    if not _INT64_MIN <= global_step <= _INT64_MAX:
+        raise ValueError(f"global_step {global_step} does not fit in int64")
+    return global_step
+
+
+def _serialized(message: Any, what: str) -> bytes:
+    serialize = getattr(message, "SerializeToString", None)
+    if serialize is None:
+        raise TypeError(f"{what} must be a protobuf message, not {type(message).__name__}")
+    return serialize()  # type: ignore[no-any-return]
+
+
+def _message_name(message: Any) -> str:
+    descriptor = getattr(message, "DESCRIPTOR", None)
+    return getattr(descriptor, "full_name", "")
+
+
+def _wall_time(walltime: Any) -> float:
+    if walltime is None:
+        return time.time()
+    value = float(walltime)
+    if not math.isfinite(value):
+        raise ValueError(f"walltime must be finite, got {walltime!r}")
+    return value
+
+
+class AsyncSummaryWriter:
+    """Writes TensorBoard event files without making the caller wait for storage.
+
+    A drop-in for ``tf.compat.v1.summary.FileWriter`` (same positional arguments and
+    methods) that needs no TensorFlow. ``add_*`` calls return after queueing the event
+    in memory; a shared background thread running an asyncio loop frames and writes
+    the events in batches.
+
+    Args:
+        logdir: Folder of the event files (made if missing), or a URL that fsspec knows.
+        graph: A ``tf.Graph`` (or ``GraphDef``) written first, as FileWriter does.
+        max_queue: Accepted for compatibility; the bound is ``max_pending_bytes``.
+        flush_secs: Pending events are written at least this often (seconds), so a
+            killed process loses at most this much.
+        graph_def: Deprecated twin of ``graph``, as in TF.
+        filename_suffix: Appended to every event file name.
+        session: Not supported (TF2's summary-op writer); must be None.
+        max_pending_bytes: Bound of the events waiting in memory.
+        policy: What an add does at the bound: ``"block"`` (default), ``"drop_oldest"``,
+            ``"drop_newest"`` or ``"raise"``.
+        fsync: fsync the file on every flush (slower, survives power loss).
+        block_timeout: Longest time a ``"block"`` add waits for room, then raises.
+        flush_timeout: Default timeout of ``flush()``/``aflush()``.
+        close_timeout: Default timeout of ``close()``/``aclose()`` and of exit.
+        max_file_bytes: Start a new event file (named to sort later) past this size.
+        batch_bytes: Pending bytes that wake the background loop before the timer does.
+        sink_factory: Makes the sink of each event file (tests and benchmarks wrap it).
+        storage_options: Passed to fsspec for a remote ``logdir`` URL.
+    """
+
+    def __init__(
+        self,
+        logdir: str | os.PathLike[str],
+        graph: Any = None,
+        max_queue: int = 10,
+        flush_secs: float = 2.0,
+        graph_def: Any = None,
+        filename_suffix: str | None = None,
+        session: Any = None,
+        *,
+        max_pending_bytes: int = 64 << 20,
+        policy: Policy | str = Policy.BLOCK,
+        fsync: bool = False,
+        block_timeout: float = 60.0,
+        flush_timeout: float = 60.0,
+        close_timeout: float = 30.0,
+        max_file_bytes: int | None = None,
+        batch_bytes: int = 512 << 10,
+        sink_factory: SinkFactory | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        if session is not None:
+            raise TypeError("session writers (TF2 summary ops) are not supported; pass session=None")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
+            raise ValueError(f"max_queue must be a non-negative int, got {max_queue!r}")
+        for name, value in (
+            ("flush_secs", flush_secs),
+            ("block_timeout", block_timeout),
+            ("flush_timeout", flush_timeout),
+            ("close_timeout", close_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        for name, size in (("max_pending_bytes", max_pending_bytes), ("batch_bytes", batch_bytes)):
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+                raise ValueError(f"{name} must be a positive int, got {size!r}")
+        if max_file_bytes is not None and (not isinstance(max_file_bytes, int) or max_file_bytes <= 0):
+            raise ValueError(f"max_file_bytes must be a positive int or None, got {max_file_bytes!r}")
+        if filename_suffix is not None and not isinstance(filename_suffix, str):
+            raise TypeError("filename_suffix must be a str")
+        if filename_suffix and ("/" in filename_suffix or os.sep in filename_suffix):
+            raise ValueError(f"filename_suffix must not contain a path separator: {filename_suffix!r}")
+        try:
+            policy = Policy(policy)
+        except ValueError:
+            choices = ", ".join(repr(p.value) for p in Policy)
+            raise ValueError(f"policy must be one of {choices}, got {policy!r}") from None
+        location = resolve_logdir(logdir, storage_options)
+        self._flush_timeout = float(flush_timeout)
+        self._close_timeout = float(close_timeout)
+        self._seen_run_metadata_tags: set[str] = set()
+        self._engine_options: dict[str, Any] = dict(
+            sink_factory=sink_factory or location.sink_factory or FileSink,
+            join=location.join,
+            filename_suffix=filename_suffix or "",
+            max_pending_bytes=max_pending_bytes,
+            policy=policy,
+            flush_secs=float(flush_secs),
+            fsync=bool(fsync),
+            block_timeout=float(block_timeout),
+            batch_bytes=batch_bytes,
+            max_file_bytes=max_file_bytes,
+        )
+        self._logdir = location.logdir
+        self._engine = WriterEngine(self._logdir, **self._engine_options)
+        if graph is not None or graph_def is not None:
+            self.add_graph(graph, graph_def=graph_def)
+            self._add_meta_graph_of(graph, graph_def)
+
+    # --------------------------------------------------------------- FileWriter API
+    def get_logdir(self) -> str:
+        """The directory (or URL) this writer writes to."""
+        return self._logdir
+
+    def add_summary(self, summary: Any, global_step: Any = None) -> None:
+        """Queue a ``Summary`` (serialized bytes, as a session returns them, or a proto).
+
+        Bytes are not parsed here: they are validated, and plugin metadata is kept only
+        on the first value of each tag, on the background side.
+        """
+        if type(summary) is bytes:
+            data = summary
+        elif isinstance(summary, (bytes, bytearray, memoryview)):
+            data = bytes(summary)
+        else:
+            data = _serialized(summary, "summary")
+        step = global_step if type(global_step) is int and _INT64_MIN <= global_step <= _INT64_MAX else _step(global_step)
+        self._engine.add(_event.SUMMARY, data, step, time.time(), len(data))
+
+    def add_scalar(self, tag: str, value: Any, global_step: Any = None, walltime: Any = None) -> None:
+        """Queue one scalar (``simple_value``, float32 like TF's scalar summaries)."""
+        if type(tag) is not str:
+            raise TypeError(f"tag must be a str, not {type(tag).__name__}")
+        if type(value) is not float:
+            if isinstance(value, (str, bytes, bytearray)) or value is None:
+                raise TypeError(f"value must be a real number, not {type(value).__name__}")
+            value = float(value)
+        self._engine.add(SCALAR, (tag, value), _step(global_step), _wall_time(walltime), len(tag) * 4 + 8)
+
+    def add_event(self, event: Any) -> None:
+        """Queue a whole ``Event`` proto (its own wall_time and step are kept)."""
+        data = _serialized(event, "event")
+        self._engine.add(RAW_EVENT, data, 0, 0.0, len(data))
+
+    def add_session_log(self, session_log: Any, global_step: Any = None) -> None:
+        """Queue a ``SessionLog`` (START, STOP, CHECKPOINT)."""
+        data = _serialized(session_log, "session_log")
+        self._engine.add(_event.SESSION_LOG, data, _step(global_step), time.time(), len(data))
+
+    def add_graph(self, graph: Any, global_step: Any = None, graph_def: Any = None) -> None:
+        """Queue a graph: a ``tf.Graph``, a ``GraphDef`` proto, or serialized GraphDef bytes."""
+        if graph is not None and graph_def is not None:
+            raise ValueError("Please pass only graph, or graph_def (deprecated), but not both.")
+        graph = graph if graph is not None else graph_def
+        if hasattr(graph, "as_graph_def"):
+            data = graph.as_graph_def(add_shapes=True).SerializeToString()
+        elif isinstance(graph, bytes):
+            data = graph
+        elif _message_name(graph) == "tensorflow.GraphDef":
+            data = graph.SerializeToString()
+        else:
+            raise TypeError("The passed graph must be an instance of `Graph` or the deprecated `GraphDef`")
+        self._engine.add(_event.GRAPH_DEF, data, _step(global_step), time.time(), len(data))
+
+    def add_meta_graph(self, meta_graph_def: Any, global_step: Any = None) -> None:
+        """Queue a ``MetaGraphDef``."""
+        if _message_name(meta_graph_def) != "tensorflow.MetaGraphDef":
+            raise TypeError(
+                f"meta_graph_def must be type MetaGraphDef, saw type: {type(meta_graph_def)}"
+            )
+        data = meta_graph_def.SerializeToString()
+        self._engine.add(_event.META_GRAPH_DEF, data, _step(global_step), time.time(), len(data))
+
+    def add_run_metadata(self, run_metadata: Any, tag: str, global_step: Any = None) -> None:
+        """Queue the ``RunMetadata`` of one ``session.run`` under ``tag`` (once per tag)."""
+        if not isinstance(tag, str):
+            raise TypeError(f"tag must be a str, not {type(tag).__name__}")
+        if tag in self._seen_run_metadata_tags:
+            raise ValueError("The provided tag was already used for this event type")
+        metadata = _serialized(run_metadata, "run_metadata")
+        tag_bytes = tag.encode("utf-8")
+        data = b"".join(
+            (b"\x0a", _event.varint(len(tag_bytes)), tag_bytes,
+             b"\x12", _event.varint(len(metadata)), metadata)
+        )
+        self._engine.add(_event.TAGGED_RUN_METADATA, data, _step(global_step), time.time(), len(data))
+        self._seen_run_metadata_tags.add(tag)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once every event added before the call is written to the OS.
+
+        (fsynced with ``fsync=True``; uploaded, for a remote logdir.) Raises
+        :class:`WriteError` if they could not be written, or :class:`FlushTimeoutError`
+        after ``timeout`` (default ``flush_timeout``); the events stay queued either way.
+        """
+        self._engine.flush(self._flush_timeout if timeout is None else timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and close. Idempotent; returns within ``timeout`` (default ``close_timeout``)."""
+        self._engine.close(self._close_timeout if timeout is None else timeout)
+
+    def reopen(self) -> None:
+        """After ``close()``: accept events again, into a new event file. Else nothing."""
+        if self._engine.closed:
+            self._engine = WriterEngine(self._logdir, **self._engine_options)
+
+    # --------------------------------------------------------------------- async API
+    async def aflush(self, timeout: float | None = None) -> None:
+        """``flush()`` for coroutines: the calling loop keeps running while it waits."""
+        await self._engine.aflush(self._flush_timeout if timeout is None else timeout)
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """``close()`` for coroutines."""
+        await self._engine.aclose(self._close_timeout if timeout is None else timeout)
+
+    # ----------------------------------------------------------------------- extras
+    @property
+    def closed(self) -> bool:
+        """True after ``close()`` (until ``reopen()``)."""
+        return self._engine.closed
+
+    def stats(self) -> WriterStats:
+        """Counters: queued, written, dropped, lost, pending, bytes, flushes, errors, files."""
+        return self._engine.stats()
+
+    def _add_deferred(self, future: Any, global_step: Any, walltime: Any, size_hint: int) -> None:
+        """Queue an event whose payloads a worker is still building (torch facade).
+
+        ``future`` is a ``concurrent.futures.Future`` resolving to a list of
+        ``(event field, serialized bytes)``; the event keeps its place in the order.
+        """
+        self._engine.add(DEFERRED, future, _step(global_step), _wall_time(walltime), size_hint)
+
+    def _add_meta_graph_of(self, graph: Any, graph_def: Any) -> None:
+        from tensorflow.python.framework import meta_graph  # only when given a TF graph
+
+        maybe_graph_def = graph.as_graph_def(add_shapes=True) if hasattr(graph, "as_graph_def") else graph
+        self.add_meta_graph(meta_graph.create_meta_graph_def(graph_def=graph_def or maybe_graph_def))
+
+    def __enter__(self) -> AsyncSummaryWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    async def __aenter__(self) -> AsyncSummaryWriter:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<AsyncSummaryWriter {self._logdir!r} {state}>"
