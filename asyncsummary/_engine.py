@@ -536,9 +536,7 @@ class WriterEngine:
         self._sink = sink
         self._files.append(sink.name)
         self._file_bytes = 0
-        header = frame_record(
-            _event.encode_event(time.time(), 0, _event.FILE_VERSION, _event.FILE_VERSION_STRING)
-        )
+        header = frame_record(_event.encode_file_version(time.time()))
         # The new file starts with its header; unwritten bytes follow it from their start.
         self._out = header + (self._out or b"")
         self._out_off = 0

@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "FILE_VERSION",
     "encode_event",
+    "encode_file_version",
     "encode_scalar_summary",
     "InvalidSummary",
     "check_summary",
@@ -74,6 +75,17 @@ def encode_event(wall_time: float, step: int, field: int, data: bytes) -> bytes:
     return b"".join((_WALL_TIME_TAG, _pack_double(wall_time), _FIELD_TAG[field], length, data))
 
 
+def encode_file_version(wall_time: float) -> bytes:
+    """The first event of every file: file_version, and which writer made the file.
+
+    ``source_metadata`` (field 10) names the writer, as TF's and TensorBoard's writers
+    do for theirs.
+    """
+    writer = b"asyncsummary"
+    source = b"\x0a" + varint(len(writer)) + writer
+    return encode_event(wall_time, 0, FILE_VERSION, FILE_VERSION_STRING) + b"\x52" + varint(len(source)) + source
+
+
 def encode_scalar_summary(tag: str, value: float) -> bytes:
     """``Summary(value=[Value(tag=tag, simple_value=value)])`` serialized."""
     tag_bytes = tag.encode("utf-8")
@@ -81,7 +93,10 @@ def encode_scalar_summary(tag: str, value: float) -> bytes:
         packed = _pack_float(value)
     except OverflowError:  # beyond float32: protobuf stores an infinity too
         packed = _pack_float(math.copysign(math.inf, value))
-    inner = b"".join((b"\x0a", varint(len(tag_bytes)), tag_bytes, b"\x15", packed))
+    if tag_bytes:
+        inner = b"".join((b"\x0a", varint(len(tag_bytes)), tag_bytes, b"\x15", packed))
+    else:  # proto3 leaves an empty string out
+        inner = b"\x15" + packed
     return b"".join((b"\x0a", varint(len(inner)), inner))
 
 

@@ -48,9 +48,10 @@ def _serialized(message: Any, what: str) -> bytes:
     return serialize()  # type: ignore[no-any-return]
 
 
-def _message_name(message: Any) -> str:
-    descriptor = getattr(message, "DESCRIPTOR", None)
-    return getattr(descriptor, "full_name", "")
+def _is_message(message: Any, name: str) -> bool:
+    """Whether ``message`` is TF's or TensorBoard's copy of the proto ``name``."""
+    full_name = getattr(getattr(message, "DESCRIPTOR", None), "full_name", "")
+    return full_name in (f"tensorflow.{name}", f"tensorboard.{name}")
 
 
 def _wall_time(walltime: Any) -> float:
@@ -212,7 +213,7 @@ class AsyncSummaryWriter:
             data = graph.as_graph_def(add_shapes=True).SerializeToString()
         elif isinstance(graph, bytes):
             data = graph
-        elif _message_name(graph) == "tensorflow.GraphDef":
+        elif _is_message(graph, "GraphDef"):
             data = graph.SerializeToString()
         else:
             raise TypeError("The passed graph must be an instance of `Graph` or the deprecated `GraphDef`")
@@ -220,7 +221,7 @@ class AsyncSummaryWriter:
 
     def add_meta_graph(self, meta_graph_def: Any, global_step: Any = None) -> None:
         """Queue a ``MetaGraphDef``."""
-        if _message_name(meta_graph_def) != "tensorflow.MetaGraphDef":
+        if not _is_message(meta_graph_def, "MetaGraphDef"):
             raise TypeError(
                 f"meta_graph_def must be type MetaGraphDef, saw type: {type(meta_graph_def)}"
             )

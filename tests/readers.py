@@ -1,0 +1,80 @@
+"""Real readers of event files, shared by the tests.
+
+Every test reads what a writer produced through the readers users rely on:
+TensorBoard's loaders (``EventFileLoader``, ``EventAccumulator``), TensorFlow's
+``summary_iterator`` and ``tf.data.TFRecordDataset`` (which checks every CRC).
+TensorFlow is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+
+def event_files(logdir: str) -> list[str]:
+    """The event files of one run folder, in the order TensorBoard reads them."""
+    return sorted(glob.glob(os.path.join(logdir, "*tfevents*")))
+
+
+def tb_events(path: str) -> list[Any]:
+    """All events of one file through TensorBoard's ``EventFileLoader`` (no TF needed).
+
+    This loader applies TensorBoard's data migration (e.g. simple_value -> tensor).
+    """
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto import event_pb2
+
+    return [event_pb2.Event.FromString(r) for r in RawEventFileLoader(path).Load()]
+
+
+def tb_run_events(logdir: str) -> list[Any]:
+    """Events of every file of a run, files in name order."""
+    out: list[Any] = []
+    for path in event_files(logdir):
+        out.extend(tb_events(path))
+    return out
+
+
+def scalars(logdir: str) -> list[tuple[int, str, float]]:
+    """(step, tag, value) of every simple_value in a run, in file order."""
+    out = []
+    for event in tb_run_events(logdir):
+        if event.HasField("summary"):
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    out.append((event.step, value.tag, value.simple_value))
+    return out
+
+
+def accumulator(logdir: str) -> Any:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(logdir, size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def tf_summary_iterator(path: str) -> list[Any]:
+    import tensorflow as tf
+
+    return list(tf.compat.v1.train.summary_iterator(path))
+
+
+def tf_records(path: str) -> list[bytes]:
+    """Raw records through ``tf.data.TFRecordDataset``, which verifies every CRC."""
+    import tensorflow as tf
+
+    return [r.numpy() for r in tf.data.TFRecordDataset(path)]
+
+
+def without_wall_time(events: list[Any]) -> list[bytes]:
+    """Events serialized with wall_time cleared, for stream comparisons."""
+    out = []
+    for event in events:
+        copy = type(event)()
+        copy.CopyFrom(event)
+        copy.wall_time = 0
+        out.append(copy.SerializeToString(deterministic=True))
+    return out
