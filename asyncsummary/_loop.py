@@ -22,6 +22,7 @@ __all__ = ["DaemonThreadPoolExecutor", "get_loop", "loop_implementation", "run_c
 
 T = TypeVar("T")
 
+_uvloop: Any
 try:  # pragma: no cover - depends on the platform
     import uvloop as _uvloop
 except ImportError:  # pragma: no cover

@@ -92,13 +92,13 @@ def test_event_accumulator_reads_everything(written):
     assert [(e.step, e.value) for e in acc.Scalars("acc")] == expected["acc"]
     hists = acc.Histograms("hist")
     assert [h.step for h in hists] == [s for s, _ in expected["hist"]]
-    for got, (_, total) in zip(hists, expected["hist"]):
+    for got, (_, total) in zip(hists, expected["hist"], strict=True):
         assert got.histogram_value.sum == pytest.approx(total)
     images = acc.Images("img")
     assert [i.step for i in images] == [s for s, _ in expected["img"]]
     from PIL import Image
 
-    for got, (_, pixels) in zip(images, expected["img"]):
+    for got, (_, pixels) in zip(images, expected["img"], strict=True):
         decoded = np.asarray(Image.open(io.BytesIO(got.encoded_image_string)))
         np.testing.assert_array_equal(decoded, pixels)
     texts = acc.Tensors("text/text_summary")
