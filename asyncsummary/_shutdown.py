@@ -5,10 +5,20 @@ whatever is still pending (at most ``flush_secs`` worth) is lost. With it, the s
 first flushes every open writer (bounded by ``timeout``), then does exactly what would
 have happened without it: the previous Python handler is called, or the default
 action is restored and the signal raised again, so the exit status stays the signal's.
+
+It chains with asyncio apps and frameworks. ``loop.add_signal_handler`` (used by
+aiohttp's ``run_app``, and by asyncio apps that stop gracefully) installs a no-op
+Python handler and learns of the signal through the loop's wake-up fd, which the
+interpreter writes whatever Python handler is installed. So when this is installed
+*after* the framework's handler (in the app's startup hook), a SIGTERM flushes first,
+then the framework's own graceful shutdown runs as before (where ``await
+writer.aclose()`` belongs). Installed *before*, it is replaced by the framework's
+handler; calling it again later installs it again, on top.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -20,7 +30,14 @@ from ._registry import flush_all
 
 __all__ = ["install_shutdown_handlers"]
 
+#: Signal -> our handler installed for it.
 _installed: dict[int, Any] = {}
+
+#: Code in this folder may hold a writer's lock (see ``_interrupted_inside_the_library``).
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+#: Seconds the handler waits for its flush thread beyond ``timeout``.
+_JOIN_GRACE = 1.0
 
 
 def install_shutdown_handlers(
@@ -29,26 +46,43 @@ def install_shutdown_handlers(
     """Flush every open writer when one of ``signals`` arrives, then carry on as before.
 
     Call it from the main thread (Python's rule for signal handlers). Calling it again
-    for a signal it already handles changes nothing.
+    while its handler is still the installed one changes nothing; if something else
+    has replaced it since (e.g. an asyncio framework's ``add_signal_handler``), it is
+    installed again, chaining to that one.
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("install_shutdown_handlers() must be called from the main thread")
     for signum in signals:
         signum = signal.Signals(signum)
-        if signum in _installed:
+        current = signal.getsignal(signum)
+        if current is not None and current is _installed.get(signum):
             continue
-        _installed[signum] = signal.getsignal(signum)
-        signal.signal(signum, _make_handler(signum, timeout))
+        handler = _make_handler(signum, timeout, current)
+        _installed[signum] = handler
+        signal.signal(signum, handler)
 
 
-def _make_handler(signum: signal.Signals, timeout: float) -> Any:
+def _make_handler(signum: signal.Signals, timeout: float, previous: Any) -> Any:
+    if previous is None:  # a handler installed outside Python: treat as the default
+        previous = signal.SIG_DFL
+
     def handler(received: int, frame: FrameType | None) -> None:
-        try:
-            flush_all(timeout)
-        except Exception as exc:  # noqa: BLE001 - the signal's own action must still happen
-            print(f"asyncsummary: flush on {signum.name} failed: {exc}", file=sys.stderr)
-        previous = _installed.pop(signum, signal.SIG_DFL)
-        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        if _installed.get(signum) is handler:
+            del _installed[signum]
+        # Put the previous handler back first: a second signal during the flush
+        # (an impatient second Ctrl-C) gets the usual action at once.
+        signal.signal(signum, previous)
+        if _interrupted_inside_the_library(frame):
+            # The main thread stopped inside a writer, maybe holding its lock, which
+            # no flush can get while this handler keeps that thread here. Let it go
+            # on; a helper thread flushes, then raises the signal again, and the
+            # previous handler (back in place above) does what it always did.
+            threading.Thread(
+                target=_flush_then_raise, args=(signum, timeout), daemon=True,
+                name=f"asyncsummary-{signum.name}",
+            ).start()
+            return
+        _flush_bounded(signum, timeout)
         if callable(previous):
             previous(received, frame)
         elif previous == signal.SIG_DFL:
@@ -56,3 +90,42 @@ def _make_handler(signum: signal.Signals, timeout: float) -> Any:
         # SIG_IGN: the signal was ignored before; it stays ignored.
 
     return handler
+
+
+def _interrupted_inside_the_library(frame: FrameType | None) -> bool:
+    """True if the interrupted main thread was running this package's code."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _flush_then_raise(signum: signal.Signals, timeout: float) -> None:
+    _flush_bounded(signum, timeout)
+    signal.raise_signal(signum)  # SIG_DFL ends the process; a Python handler runs on main
+
+
+def _flush_bounded(signum: signal.Signals, timeout: float) -> None:
+    """Run ``flush_all`` on a helper thread and wait for it at most ``timeout`` (+ grace).
+
+    The handler runs on the main thread between two bytecodes, possibly while that
+    thread is inside a writer's ``add`` and holds its lock; flushing on the main thread
+    itself would then wait for that lock forever. A helper thread can only be delayed,
+    and the wait for it is bounded, so a signal never hangs the process.
+    """
+
+    def run() -> None:
+        try:
+            flush_all(timeout)
+        except Exception as exc:  # noqa: BLE001 - the signal's own action must still happen
+            print(f"asyncsummary: flush on {signum.name} failed: {exc}", file=sys.stderr)
+
+    thread = threading.Thread(target=run, name=f"asyncsummary-{signum.name}", daemon=True)
+    thread.start()
+    thread.join(timeout + _JOIN_GRACE)
+    if thread.is_alive():
+        print(
+            f"asyncsummary: flush on {signum.name} did not finish within {timeout:g} s",
+            file=sys.stderr,
+        )
