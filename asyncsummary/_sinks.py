@@ -33,7 +33,11 @@ class Sink(abc.ABC):
       middle of a record never leaves a torn record followed by more data.
     * :meth:`flush` makes everything written so far reach the place readers see it
       (the OS page cache, fsynced when ``sync``; or the object store) and reports a
-      file that vanished underneath it.
+      file that vanished underneath it. ``explicit`` is True for ``flush()``,
+      ``close()`` and rotation, False for the engine's timer: on a timer flush a sink
+      may hold data back (the remote sink coalesces tiny segments, and uploads in the
+      background) and then returns False, so the engine keeps it marked unflushed and
+      flushes again, explicitly when a caller waits. None or True: all is visible.
     * :meth:`close` releases the file; it is called once, also after failures.
     """
 
@@ -47,7 +51,7 @@ class Sink(abc.ABC):
     async def write(self, data: memoryview) -> int: ...
 
     @abc.abstractmethod
-    async def flush(self, sync: bool) -> None: ...
+    async def flush(self, sync: bool, *, explicit: bool = True) -> bool | None: ...
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -81,7 +85,7 @@ class FileSink(Sink):
         n = await self._file.write(data)
         return len(data) if n is None else int(n)
 
-    async def flush(self, sync: bool) -> None:
+    async def flush(self, sync: bool, *, explicit: bool = True) -> None:
         fd = self._file.fileno()
         if sync:
             await _fsync(fd)

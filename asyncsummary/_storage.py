@@ -1,4 +1,12 @@
-"""Where a logdir lives: a local folder, or (see ``_remote``) a URL that fsspec knows."""
+"""Where a logdir lives: a local folder, or a URL that fsspec knows (see ``_remote``).
+
+A plain path, and a ``file://`` URL, keep the local file sink: local files can be
+appended to. Any other URL (``s3://``, ``gs://``, ``az://``, ``memory://``,
+chained ``a::b://`` URLs) gets segment objects through :class:`RemoteSinkFactory`.
+The URL's filesystem class is looked up here, on the caller's thread, so a missing
+backend (``pip install asyncsummary[s3]``) or an unknown protocol is reported by the
+writer's constructor rather than later on the background side.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,9 @@ from typing import Any
 
 from ._sinks import SinkFactory
 
-__all__ = ["Location", "resolve_logdir"]
+__all__ = ["Location", "is_url", "resolve_logdir"]
+
+_LOCAL_PROTOCOLS = ("file", "local")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,6 +27,22 @@ class Location:
     logdir: str  #: as shown to the user and to readers
     sink_factory: SinkFactory | None  #: None: the local file sink
     join: Callable[[str, str], str]  #: joins the logdir and a file name
+
+
+def is_url(path: str) -> bool:
+    """True for ``proto://...`` and chained ``a::b://...`` paths (not ``C:\\...``)."""
+    return "://" in path or "::" in path
+
+
+def _join_url(logdir: str, name: str) -> str:
+    return f"{logdir}/{name}"
+
+
+def _local(path: str) -> Location:
+    """A local folder. Files go under its absolute path, fixed now: a relative logdir
+    must not follow a later ``os.chdir`` (files are created on the background side)."""
+    root = os.path.abspath(path)
+    return Location(logdir=path, sink_factory=None, join=lambda _logdir, name: os.path.join(root, name))
 
 
 def resolve_logdir(logdir: Any, storage_options: dict[str, Any] | None) -> Location:
@@ -28,6 +54,34 @@ def resolve_logdir(logdir: Any, storage_options: dict[str, Any] | None) -> Locat
         raise ValueError("logdir must not be empty")
     if "\x00" in path:
         raise ValueError("logdir must not contain NUL characters")
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise TypeError(f"storage_options must be a dict, not {type(storage_options).__name__}")
+    if is_url(path):
+        import fsspec.core
+
+        protocol = fsspec.core.split_protocol(path.split("::")[-1])[0]
+        if protocol in _LOCAL_PROTOCOLS and "::" not in path:
+            if storage_options is not None:
+                raise ValueError("storage_options are only for remote (URL) logdirs")
+            return _local(fsspec.core.strip_protocol(path))
+        for part in path.split("::"):
+            part_protocol = fsspec.core.split_protocol(part)[0]
+            if part_protocol:
+                try:
+                    fsspec.get_filesystem_class(part_protocol)
+                except ValueError as exc:
+                    raise ValueError(f"logdir {path!r}: unknown protocol ({exc})") from None
+                except ImportError as exc:  # a known store whose package is missing
+                    raise ImportError(
+                        f"logdir {path!r}: {exc} (or install the asyncsummary[s3], [gcs] "
+                        "or [azure] extra)"
+                    ) from exc
+        from ._remote import RemoteSinkFactory
+
+        url = path.rstrip("/")
+        if url.endswith(":/") or url.endswith(":"):
+            raise ValueError(f"logdir URL has no bucket or folder: {path!r}")
+        return Location(logdir=url, sink_factory=RemoteSinkFactory(storage_options), join=_join_url)
     if storage_options is not None:
         raise ValueError("storage_options are only for remote (URL) logdirs")
-    return Location(logdir=path, sink_factory=None, join=os.path.join)
+    return _local(path)

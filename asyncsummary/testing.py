@@ -35,8 +35,8 @@ class WrappedSink(Sink):
     async def write(self, data: memoryview) -> int:
         return await self.inner.write(data)
 
-    async def flush(self, sync: bool) -> None:
-        await self.inner.flush(sync)
+    async def flush(self, sync: bool, *, explicit: bool = True) -> bool | None:
+        return await self.inner.flush(sync, explicit=explicit)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -6,7 +6,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+import tempfile  # noqa: E402
+
 import pytest  # noqa: E402
+
+# Remote writers spool under this folder; keep the suite's spools out of ~/.cache.
+os.environ.setdefault("ASYNCSUMMARY_SPOOL_DIR", tempfile.mkdtemp(prefix="asyncsummary-spool-"))
 
 
 @pytest.fixture

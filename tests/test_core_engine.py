@@ -281,3 +281,17 @@ def test_file_names_sort_in_rotation_order(logdir):
     assert [s for s, _, _ in scalars(logdir)] == list(range(500))
     for path in files:
         assert tb_events(path)[0].file_version == "brain.Event:2"
+
+
+def test_relative_logdir_does_not_follow_chdir(tmp_path, monkeypatch):
+    """Files are created on the background side; a later chdir must not move them."""
+    monkeypatch.chdir(tmp_path)
+    writer = AsyncSummaryWriter("rel", flush_secs=3600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    writer.add_scalar("x", 1.0, 1)
+    writer.close()
+    assert writer.get_logdir() == "rel"
+    assert scalars(str(tmp_path / "rel")) == [(1, "x", 1.0)]
+    assert not (elsewhere / "rel").exists()

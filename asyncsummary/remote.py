@@ -1,0 +1,206 @@
+"""Remote logdirs: settings, reading a run back, and uploading a spool left behind.
+
+A writer given a URL (``s3://``, ``gs://``, ``az://``, ``memory://``, ...) writes each
+event file as numbered segment objects (see :mod:`asyncsummary._remote` for the
+guarantees). This module is the public side of that:
+
+* :class:`RemoteSinkFactory`: pass one as ``sink_factory`` to change the spool
+  folder, the segment coalescing or the spool bound of a writer.
+* :func:`event_objects`, :func:`read_records`, :func:`read_events`, :func:`download`:
+  list and read a remote run's events in the order TensorBoard reads them.
+* :func:`upload_spool`: upload what a killed writer left in the spool (the next
+  writer on the same logdir does this by itself). Also a command::
+
+      python -m asyncsummary.remote upload-spool [LOGDIR ...] [--spool-dir DIR]
+                                                 [--storage-options JSON]
+      python -m asyncsummary.remote ls LOGDIR
+      python -m asyncsummary.remote download LOGDIR DEST_DIR
+
+These helpers are synchronous (they run on the caller's thread); TensorBoard's own
+protos are used, so TensorFlow is never imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ._remote import (
+    RemoteSinkFactory,
+    claim_orphans,
+    default_spool_root,
+    logdir_key,
+    open_store,
+    read_logdir_file,
+    scan_records,
+    segment_object_name,
+)
+
+__all__ = [
+    "RemoteSinkFactory",
+    "default_spool_root",
+    "download",
+    "event_objects",
+    "main",
+    "read_events",
+    "read_records",
+    "upload_spool",
+]
+
+
+def _fs(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    import fsspec.core
+
+    return fsspec.core.url_to_fs(url, **(storage_options or {}))  # type: ignore[no-any-return]
+
+
+def event_objects(logdir: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """URLs of the event objects directly under ``logdir``, in TensorBoard's read order."""
+    fs, path = _fs(logdir, storage_options)
+    fs.invalidate_cache(path)  # a cached listing would hide new segments
+    try:
+        entries = fs.ls(path, detail=False)
+    except FileNotFoundError:
+        return []
+    base = logdir.rstrip("/")
+    names = sorted(os.path.basename(p.rstrip("/")) for p in entries)
+    return [f"{base}/{name}" for name in names if "tfevents" in name]
+
+
+def read_records(url: str, storage_options: dict[str, Any] | None = None) -> list[bytes]:
+    """Payloads of every record of one object; ``ValueError`` if a CRC or length is wrong."""
+    fs, path = _fs(url, storage_options)
+    data = fs.cat_file(path)
+    payloads, end = scan_records(data)
+    if end != len(data):
+        raise ValueError(f"{url}: corrupt or torn record at byte {end} of {len(data)}")
+    return payloads
+
+
+def read_events(logdir: str, storage_options: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Every ``Event`` of a remote run, objects in name order (TensorBoard's protos)."""
+    from tensorboard.compat.proto import event_pb2
+
+    for url in event_objects(logdir, storage_options):
+        for payload in read_records(url, storage_options):
+            yield event_pb2.Event.FromString(payload)
+
+
+def download(logdir: str, dest: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Copy a remote run's event objects into the local folder ``dest``; their paths."""
+    fs, _ = _fs(logdir, storage_options)
+    os.makedirs(dest, exist_ok=True)
+    local = []
+    for url in event_objects(logdir, storage_options):
+        target = os.path.join(os.fspath(dest), url.rsplit("/", 1)[1])
+        with open(target, "wb") as f:
+            f.write(fs.cat_file(fs._strip_protocol(url)))
+        local.append(target)
+    return local
+
+
+def upload_spool(
+    logdirs: Sequence[str] | None = None,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    attempts: int = 3,
+) -> list[str]:
+    """Upload the segments that dead writers left in the spool; the URLs uploaded.
+
+    ``logdirs``: only these logdirs' spools (default: every logdir in the spool).
+    Folders of live writers (whose lock is held) are left alone. A segment that
+    still fails after ``attempts`` tries stays in the spool, and an ``OSError``
+    naming it is raised after the other logdirs were tried.
+    """
+    root = os.fspath(spool_dir) if spool_dir is not None else default_spool_root()
+    wanted = None if logdirs is None else {logdir_key(url.rstrip("/")) for url in logdirs}
+    try:
+        keys = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return []
+    uploaded: list[str] = []
+    failures: list[str] = []
+    for key in keys:
+        if wanted is not None and key not in wanted:
+            continue
+        key_dir = os.path.join(root, key)
+        logdir = read_logdir_file(key_dir)
+        if logdir is None:
+            continue
+        store, root_path = None, ""
+        for folder, segments in claim_orphans(key_dir):
+            try:
+                if store is None:
+                    store, root_path = open_store(logdir, dict(storage_options or {}), None)
+                for segment in segments:
+                    name = segment_object_name(folder.event_file, segment.index)
+                    with open(segment.path, "rb") as f:
+                        data = f.read()
+                    _put(store.fs, f"{root_path}/{name}", data, attempts)
+                    os.unlink(segment.path)
+                    uploaded.append(f"{logdir}/{name}")
+            except Exception as exc:  # noqa: BLE001 - report it, try the other folders
+                failures.append(f"{logdir}/{folder.event_file}: {exc!r}")
+            finally:
+                folder.dispose()
+    if failures:
+        raise OSError("some spooled segments could not be uploaded (kept in the spool): " + "; ".join(failures))
+    return uploaded
+
+
+def _put(fs: Any, path: str, data: bytes, attempts: int) -> None:
+    for attempt in range(attempts):
+        try:
+            fs.pipe_file(path, data)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(2.0**attempt, 10.0))  # a command line tool: a plain backoff
+
+
+# --------------------------------------------------------------------- command
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m asyncsummary.remote``: ``upload-spool``, ``ls``, ``download``."""
+    parser = argparse.ArgumentParser(prog="python -m asyncsummary.remote", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upload-spool", help="upload what killed writers left in the spool")
+    up.add_argument("logdirs", nargs="*", help="only these logdir URLs (default: all in the spool)")
+    up.add_argument("--spool-dir", help=f"spool root (default: {default_spool_root()})")
+    ls = sub.add_parser("ls", help="list a remote run's event objects in read order")
+    ls.add_argument("logdir")
+    dl = sub.add_parser("download", help="copy a remote run's event objects to a local folder")
+    dl.add_argument("logdir")
+    dl.add_argument("dest")
+    for command in (up, ls, dl):
+        command.add_argument("--storage-options", default=None, help="JSON object passed to fsspec")
+    args = parser.parse_args(argv)
+    options = json.loads(args.storage_options) if args.storage_options else None
+    if options is not None and not isinstance(options, dict):
+        parser.error("--storage-options must be a JSON object")
+    if args.command == "upload-spool":
+        try:
+            urls = upload_spool(args.logdirs or None, storage_options=options, spool_dir=args.spool_dir)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        for url in urls:
+            print(url)
+        print(f"uploaded {len(urls)} segment(s)", file=sys.stderr)
+    elif args.command == "ls":
+        for url in event_objects(args.logdir, options):
+            print(url)
+    else:
+        for path in download(args.logdir, args.dest, options):
+            print(path)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
