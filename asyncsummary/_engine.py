@@ -1,6 +1,6 @@
 """The writer engine: a bounded pending buffer on the caller's side, a drain task on the loop.
 
-Guarantees (each one is tested in ``tests/test_engine.py`` and ``tests/test_faults.py``):
+Guarantees (each one is tested in ``tests/test_core_engine.py`` and ``tests/test_faults_*.py``):
 
 * **Cheap, never-waiting adds.** The caller's side appends one tuple to a deque under a
   lock and adds its size to a counter. No syscall, no parsing, no serialization, no
@@ -16,14 +16,22 @@ Guarantees (each one is tested in ``tests/test_engine.py`` and ``tests/test_faul
 * **Timely.** Pending events are written at least every ``flush_secs`` even when
   nothing else happens.
 * **Errors come back.** A failed write is kept as a :class:`WriteError` chained to
-  its cause and raised once on the caller's next ``add``; every ``flush``/``close``
-  whose events could not be written raises it too. The unwritten bytes are *kept*
+  its cause and raised once by the caller's next call (``add``, ``flush`` or
+  ``close``); every ``flush``/``close`` whose events could not be written raises it
+  too, and a ``flush`` whose events include one rejected as invalid raises
+  :class:`InvalidEventError`. While the storage stays down each failed retry is one
+  more failure, so a call made after it recovers may still raise one of those. The
+  unwritten bytes are *kept*
   and written again (same file, from the exact byte where the failure stopped, so no
   record is torn) on the next attempt, with backoff; meanwhile new events queue up
   to the bound. Only ``close()`` gives up: what it could not write is counted in
-  ``stats().lost`` and named in its error.
+  ``stats().lost`` and named in its error. A storage call that never returns (a hung
+  mount) cannot be given up on: ``flush``/``close`` raise :class:`FlushTimeoutError`
+  after their timeout, and the loop still writes the events if the storage returns.
 * **Fork.** A forked child never touches the parent's file or queue: its copy of the
   engine starts empty and creates its own file (with the child's pid) on first add.
+  The loop thread never imports (see ``_event.load_protos``), so a fork never leaves
+  the child a half-imported module.
 """
 
 from __future__ import annotations
@@ -51,20 +59,28 @@ from ._errors import (
     WriterClosedError,
 )
 from ._loop import get_loop
-from ._records import frame_record, frame_records
+from ._records import frame_parts, frame_record, frame_records
 from ._sinks import Sink, SinkFactory
 
 __all__ = ["ITEM_OVERHEAD", "Policy", "WriterEngine", "WriterStats"]
 
-#: Bytes counted per pending event on top of its payload (tuple, framing, envelope).
-ITEM_OVERHEAD = 64
+#: Bytes counted per pending event on top of its payload: what Python really holds for
+#: it (the 5-tuple, its float and int objects, the bytes header, the deque slot, the
+#: allocator's share), about 170-240 bytes measured (benchmarks/memory.py), rounded up.
+#: Counting less let the resident memory of small events grow to 2.3x the bound.
+ITEM_OVERHEAD = 256
 
 #: Pending-item kinds beyond the Event field numbers of :mod:`._event`.
 RAW_EVENT = 0  # payload: a whole serialized Event
 SCALAR = 100  # payload: (tag, float)
 DEFERRED = 101  # payload: concurrent Future -> list[(field, bytes)]
 
-_CHUNK = 1024  # events encoded between two GIL releases
+# Seconds of encoding between two offers of the GIL to the other threads (time.sleep(0),
+# which sleeps ~50-70 us on Linux: timer slack). Bounds a trainer's wait for the GIL to
+# about this (instead of the 5 ms switch interval) for ~5 % of the drain's throughput.
+_SLICE = 0.001
+_CHECK_EVERY = 16  # events encoded between two looks at the clock
+_BATCH_CHECK_MAX = 64 << 10  # summaries up to this size are validated a chunk at a time
 _CLOSE_GRACE = 1.0  # close() waits this much past its timeout for the loop to give up
 _MAX_BACKOFF = 5.0
 _file_counter = itertools.count()
@@ -133,6 +149,7 @@ class WriterEngine:
         block_timeout: float,
         batch_bytes: int,
         max_file_bytes: int | None,
+        close_timeout: float = _registry.EXIT_TIMEOUT,
     ) -> None:
         self._logdir = logdir
         self._sink_factory = sink_factory
@@ -145,8 +162,10 @@ class WriterEngine:
         self._block_timeout = block_timeout
         self._batch_bytes = min(batch_bytes, max_pending_bytes)
         self._max_file_bytes = max_file_bytes
+        self.close_timeout = close_timeout  #: what the exit's close gives this writer
         self._seen_tags: set[str] = set()
         self._files: list[str] = []
+        _event.load_protos()  # never on the loop thread (see load_protos)
         self._init_state()
         self._start()
 
@@ -208,7 +227,11 @@ class WriterEngine:
     def add(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> None:
         """Queue one event. ``size`` is the payload's byte count."""
         size += ITEM_OVERHEAD
-        with self._lock:
+        # acquire/release rather than ``with``: half the cost, and this is the caller's
+        # whole per-event price.
+        lock = self._lock
+        lock.acquire()
+        try:
             if (
                 self._state is not _State.OPEN
                 or self._report is not None
@@ -224,6 +247,8 @@ class WriterEngine:
                 if self._pending_bytes < self._batch_bytes or self._wake_sent:
                     return
                 self._wake_sent = True
+        finally:
+            lock.release()
         self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def _add_slow(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> bool:
@@ -294,12 +319,16 @@ class WriterEngine:
         if target is not None:
             future = asyncio.run_coroutine_threadsafe(self._flush_to(target), self._loop)
             self._wait(future, timeout, "flush")
+            # An event it waited for may have been rejected meanwhile (InvalidEventError):
+            # not written, so this flush must say so, not the next call.
+            self._raise_pending_report()
 
     async def aflush(self, timeout: float) -> None:
         target = self._target()
         self._raise_pending_report()
         if target is not None:
             await self._await_on_loop(self._flush_to(target), timeout, "flush")
+            self._raise_pending_report()  # as in flush()
 
     def close(self, timeout: float) -> None:
         """Write everything, close the file; idempotent, bounded by ``timeout``."""
@@ -405,7 +434,9 @@ class WriterEngine:
     def _timeout_error(self, what: str, timeout: float) -> FlushTimeoutError:
         stats = self.stats()
         unwritten = stats.pending_events + self._out_events
-        cause = f"; last storage error: {self._last_error!r}" if self._last_error else ""
+        # A sink may keep its own last error (the remote sink retries uploads itself).
+        error = self._last_error or getattr(self._sink, "last_error", None)
+        cause = f"; last storage error: {error!r}" if error else ""
         return FlushTimeoutError(
             f"{what}() of {self._logdir!r} did not finish within {timeout:g} s: "
             f"{unwritten} events not yet written (still queued, nothing dropped){cause}"
@@ -446,7 +477,7 @@ class WriterEngine:
             try:
                 await self._write_pending()
                 if self._dirty and (timer_due or self._waiters or self._closing):
-                    await self._flush_sink()
+                    await self._flush_sink(explicit=bool(self._waiters) or self._closing)
             except Exception as exc:  # noqa: BLE001 - storage errors of any library
                 self._backoff = min(max(0.05, self._backoff * 2), _MAX_BACKOFF)
                 next_timer = loop.time() + min(self._backoff, self._flush_secs)
@@ -465,7 +496,13 @@ class WriterEngine:
         await self._close_sink()
 
     async def _write_pending(self) -> None:
+        # Write what is pending now, then return to ``_run`` (which flushes and settles
+        # waiters). Looping until the deque is empty would starve flush() and the timer
+        # flush forever when adds keep arriving faster than a slow storage writes.
+        entry_seq = self._added
         while True:
+            if self._out is None and self._done_seq >= entry_seq:
+                return  # what is left was added meanwhile: next wake-up or timer
             if self._out is None:
                 with self._lock:
                     if not self._pending:
@@ -493,40 +530,138 @@ class WriterEngine:
     async def _encode(
         self, items: collections.deque[tuple[int, Any, int, float, int]]
     ) -> tuple[bytes, int]:
-        events: list[bytes] = []
-        append = events.append
+        # The drain's hot loop, inlined because every call in it is paid per event.
+        # * Summary bytes (up to _BATCH_CHECK_MAX) get their envelope built here, and are
+        #   validated later, many at once (_settle): one C parse for all instead of one
+        #   Summary.FromString each; plugin metadata is looked for the same way, among
+        #   those holding a 0x4A byte (Value.metadata's tag) only.
+        # * A scalar is its tag's cached head plus the packed float.
+        # * The step field is encoded once per run of equal steps.
+        # * Every other kind is done one by one, after settling the events before it, so
+        #   the tags seen with metadata are updated in the order of the calls.
+        # The GIL is offered to the caller's thread every _SLICE seconds (checked every
+        # _CHECK_EVERY events): what was built so far is settled and framed first.
+        out: list[bytes] = []
         encode = _event.encode_event
         check = _event.check_summary
         seen = self._seen_tags
         summary = _event.SUMMARY
-        count = 0
-        for kind, payload, step, wall_time, _size in items:
-            count += 1
-            try:
-                if kind == summary:
-                    append(encode(wall_time, step, summary, check(payload, seen)))
-                elif kind == SCALAR:
-                    append(encode(wall_time, step, summary, _event.encode_scalar_summary(*payload)))
-                elif kind == RAW_EVENT:
-                    append(payload)
-                elif kind == DEFERRED:
-                    built = await asyncio.wrap_future(payload)
-                    for field, data in built:
-                        if field == summary:
-                            data = check(data, seen)
-                        append(encode(wall_time, step, field, data))
-                else:
-                    append(encode(wall_time, step, kind, payload))
-            except Exception as exc:  # noqa: BLE001 - bad input found off the caller's thread
+        wall = _event.WALL_TIME.pack
+        wall_tag = _event.WALL_TIME_TAG
+        summary_tag = _event.SUMMARY_TAG
+        small = _event.SMALL_VARINTS
+        varint = _event.varint
+        scalar_heads = _event.scalar_heads
+        float32 = _event.float32
+        batch_max = _BATCH_CHECK_MAX
+        clock = time.perf_counter
+        last_step: int | None = None
+        step_part = b""
+        events: list[bytes | None] = []
+        append = events.append
+        settled = 0  # events[:settled] are validated, their metadata handled
+        maybe_meta: list[int] = []  # unsettled summaries holding a 0x4A byte
+        rejected: list[Exception] = []  # in the order of the calls
+        count = left = len(items)
+        source = iter(items)
+        deadline = clock() + _SLICE
+        while left:
+            n = _CHECK_EVERY if left > _CHECK_EVERY else left
+            left -= n
+            for kind, payload, step, wall_time, _size in itertools.islice(source, n):
+                if step != last_step:
+                    last_step = step
+                    step_part = b"\x10" + varint(step) if step else b""
+                if kind == summary and len(payload) <= batch_max:
+                    if b"J" in payload:
+                        maybe_meta.append(len(events))
+                    size = len(payload)
+                    append(b"".join((wall(wall_tag, wall_time), step_part, summary_tag,
+                                     small[size] if size < 0x80 else varint(size), payload)))
+                    continue
+                if kind == SCALAR:
+                    try:
+                        tag, value = payload
+                        head = scalar_heads.get(tag) or _event.scalar_event_head(tag)
+                    except Exception as exc:  # noqa: BLE001 - e.g. a tag that is not UTF-8
+                        if settled < len(events):  # report the errors in call order
+                            self._settle(events, settled, maybe_meta, rejected)
+                            maybe_meta.clear()
+                            settled = len(events)
+                        rejected.append(exc)
+                    else:
+                        append(b"".join((wall(wall_tag, wall_time), step_part, head, float32(value))))
+                    continue
+                if settled < len(events):
+                    self._settle(events, settled, maybe_meta, rejected)
+                    maybe_meta.clear()
+                try:
+                    if kind == summary:
+                        data = check(payload, seen)
+                        # A large one: frame what came before it, then it by parts, so that
+                        # its bytes are copied once (into the batch), not into an event first.
+                        frame_records([e for e in events if e is not None], out)  # type: ignore[misc]
+                        events.clear()
+                        frame_parts((wall(wall_tag, wall_time) + step_part + summary_tag + varint(len(data)), data), out)
+                    elif kind == RAW_EVENT:
+                        append(payload)
+                    elif kind == DEFERRED:
+                        built = await asyncio.wrap_future(payload)
+                        for field, data in built:
+                            if field == summary:
+                                data = check(data, seen)
+                            append(encode(wall_time, step, field, data))
+                    else:
+                        append(encode(wall_time, step, kind, payload))
+                except Exception as exc:  # noqa: BLE001 - bad input found off the caller's thread
+                    rejected.append(exc)
+                settled = len(events)
+            if left and clock() < deadline:
+                continue
+            if settled < len(events):
+                self._settle(events, settled, maybe_meta, rejected)
+                maybe_meta.clear()
+            frame_records([e for e in events if e is not None] if rejected else events, out)  # type: ignore[arg-type]
+            for error in rejected:
                 # Never write what a reader would reject: count it, tell the caller.
                 with self._lock:
                     self._rejected += 1
-                self._report_error(InvalidEventError(f"event not written: {exc}"), exc)
-            if count % _CHUNK == 0:
-                time.sleep(0)  # let the training thread take the GIL between chunks
-        out: list[bytes] = []
-        frame_records(events, out)
+                self._report_error(InvalidEventError(f"event not written: {error}"), error)
+            events, rejected, settled = [], [], 0
+            append = events.append
+            if left:
+                time.sleep(0)  # let the training thread take the GIL
+                deadline = clock() + _SLICE
         return b"".join(out), count
+
+    def _settle(
+        self, events: list[bytes | None], start: int, maybe_meta: list[int], rejected: list[Exception]
+    ) -> None:
+        """Validate ``events[start:]`` (built by :meth:`_encode`) and handle their metadata.
+
+        One parse checks them all; only when it fails, or when some of them carry plugin
+        metadata, are they checked one by one (in order, as ``check_summary`` would have
+        been called for each): a bad one becomes None and its error goes to ``rejected``,
+        repeated metadata is stripped.
+        """
+        if _event.events_valid(events[start:]):  # type: ignore[arg-type]
+            if not maybe_meta or not _event.any_metadata([events[i] for i in maybe_meta]):  # type: ignore[misc]
+                return
+            todo: Any = maybe_meta
+        else:
+            todo = range(start, len(events))
+        check, seen = _event.check_summary, self._seen_tags
+        for i in todo:
+            event: bytes = events[i]  # type: ignore[assignment]
+            data = _event.summary_of(event)
+            try:
+                checked = check(data, seen)
+            except Exception as exc:  # noqa: BLE001
+                events[i] = None
+                rejected.append(exc)
+                continue
+            if checked is not data:
+                events[i] = _event.with_summary(event, checked)
 
     async def _open_sink(self) -> None:
         previous = os.path.basename(self._files[-1]) if self._files else None
@@ -559,12 +694,13 @@ class WriterEngine:
         self._out = None
         self._out_events = 0
 
-    async def _flush_sink(self) -> None:
+    async def _flush_sink(self, explicit: bool = True) -> None:
         if self._sink is None:
             self._dirty = False
             return
         try:
-            await self._sink.flush(self._fsync)
+            # False: the sink held data back (see Sink.flush); it stays unflushed.
+            held_back = await self._sink.flush(self._fsync, explicit=explicit) is False
         except FileNotFoundError:
             # The file is gone (its folder removed?): what it held since the last flush
             # is lost. Start a new file on the next attempt, and say so.
@@ -574,7 +710,7 @@ class WriterEngine:
             self._dirty = False
             await self._close_sink()
             raise
-        self._dirty = False
+        self._dirty = held_back
         self._flushes += 1
         self._events_since_flush = 0
 

@@ -20,9 +20,10 @@ from collections.abc import Iterable
 
 import google_crc32c
 
-__all__ = ["frame_record", "frame_records", "masked_crc32c"]
+__all__ = ["frame_parts", "frame_record", "frame_records", "masked_crc32c"]
 
 _crc = google_crc32c.value
+_extend = google_crc32c.extend
 _pack_len = struct.Struct("<Q").pack
 _pack_crc = struct.Struct("<I").pack
 _MASK_DELTA = 0xA282EAD8
@@ -75,3 +76,19 @@ def frame_records(payloads: Iterable[bytes], out: list[bytes]) -> None:
         append(header)
         append(data)
         append(_pack_crc((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF))
+
+
+def frame_parts(parts: tuple[bytes, ...], out: list[bytes]) -> None:
+    """Append the framing of one record whose data is ``parts`` joined, without joining.
+
+    For large payloads: the CRC runs over the parts in turn and the parts go to ``out``
+    as they are, so the payload is copied once (by the caller's join of ``out``), not
+    once more into a whole event first.
+    """
+    crc = size = 0
+    for part in parts:
+        crc = _extend(crc, part)
+        size += len(part)
+    out.append(_header(size))
+    out.extend(parts)
+    out.append(_pack_crc((((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF))

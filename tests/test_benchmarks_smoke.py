@@ -1,0 +1,133 @@
+"""``python -m benchmarks --quick`` runs end to end and writes every benchmark's numbers.
+
+A smoke run so the benchmarks never rot: it checks that each benchmark produced its
+keys with finite numbers, the plots, and the memory bound (a count, not a timing).
+Nothing here asserts on a timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRITERS = ("tf", "tensorboard", "tensorboardX", "asyncsummary")
+HOOK_VARIANTS = (
+    "no hook",
+    "floor: fetch",
+    "floor: fetch+read (session.run)",
+    "floor: fetch+read (callable)",
+    "TF SummarySaverHook",
+    "async exact",
+    "async exact_step=False",
+)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _assert_finite(mapping: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        assert key in mapping, f"{where}: no {key!r}"
+        assert _finite(mapping[key]), f"{where}: {key} = {mapping[key]!r}"
+
+
+def _check_hook_comparison(part: dict[str, Any], where: str) -> None:
+    assert set(part["variants"]) == set(HOOK_VARIANTS), where
+    for name, v in part["variants"].items():
+        _assert_finite(v, ("p50", "p99", "mean", "added_p50", "added_p99", "n"), f"{where} / {name}")
+        assert v["n"] > 0 and len(part["samples"][name]) == v["n"]
+    for name in ("TF SummarySaverHook", "async exact", "async exact_step=False"):
+        v = part["variants"][name]
+        _assert_finite(v, ("vs_floor_step_p50", "vs_floor_step_p99"), f"{where} / {name}")
+        # Ratios of two small added times may be undefined (a zero floor): null is fine.
+        for key in ("vs_floor_added_p50", "vs_floor_added_p99"):
+            assert v[key] is None or _finite(v[key]), f"{where} / {name}: {key}"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    out = str(tmp_path_factory.mktemp("bench"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", out],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    with open(os.path.join(out, "results.json")) as f:
+        return json.load(f), out
+
+
+def test_run_metadata(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    assert results["quick"] is True
+    assert results["command"] == "python -m benchmarks --quick"
+    assert results["machine"]["cores"] >= 1
+    assert results["date"]
+
+
+def test_writer_cost(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    for size in ("small", "large"):
+        part = results["writer_cost"][size]
+        _assert_finite(part, ("events", "event_bytes", "framing_alone_events_per_s"), size)
+        assert set(part["writers"]) == set(WRITERS)
+        for name, w in part["writers"].items():
+            keys = ("caller_us_p50", "caller_us_p99", "caller_us_mean", "events_per_s", "vs_framing_alone", "close_ms")
+            _assert_finite(w, keys, f"{size} / {name}")
+            assert w["events_per_s"] > 0 and w["chunk_us"]
+
+
+def test_hook_overhead(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    assert set(results["hook_overhead"]) == {"save_steps=1", "save_steps=100"}
+    for key, part in results["hook_overhead"].items():
+        _check_hook_comparison(part, key)
+
+
+def test_slow_storage(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    slow = results["slow_storage"]
+    assert "5 ms" in slow["injected"]
+    _check_hook_comparison(slow["injected"]["5 ms"], "injected 5 ms")
+    fuse = slow["fuse"]["5 ms"]
+    if "not run" in fuse:  # FUSE is optional: where it is missing, the reason is given
+        assert isinstance(fuse["not run"], str) and fuse["not run"]
+    else:
+        _check_hook_comparison(fuse, "fuse 5 ms")
+
+
+def test_memory_bound_holds(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    assert len(results["memory"]) == 4
+    for key, r in results["memory"].items():
+        keys = ("max_pending_bytes", "peak_pending_bytes", "rss_growth_bytes", "rss_growth_vs_bound", "added")
+        _assert_finite(r, keys, key)
+        assert r["bound_held"] is True and r["peak_pending_bytes"] <= r["max_pending_bytes"], key
+        assert r["lost"] == 0 and r["written_after_release"] >= r["added"] - r["dropped"], key
+
+
+def test_extra_benchmarks_ran(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    for name in ("remote_upload", "torch_writer"):
+        present = importlib.util.find_spec(f"benchmarks.{name}") is not None
+        assert (name in results) == present, name
+        if present:
+            assert isinstance(results[name], dict) and results[name]
+
+
+def test_plots_written(quick_run: tuple[dict[str, Any], str]) -> None:
+    _, out = quick_run
+    for name in ("step_times.png", "caller_cost.png"):
+        path = os.path.join(out, name)
+        assert os.path.getsize(path) > 1000
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
