@@ -2,8 +2,11 @@
 
 At interpreter exit (``atexit``, which runs after non-daemon threads have finished)
 every engine still open is closed, all at once, within :data:`EXIT_TIMEOUT` seconds in
-total, so a job that forgets ``close()`` keeps its events and a dead storage server
-cannot hang the exit. ``flush_all``/``aflush_all`` serve services and signal handlers.
+total (each writer at most its ``close_timeout``), so a job that forgets ``close()``
+keeps its events and a dead storage server cannot hang the exit. A ``multiprocessing``
+child started by fork skips ``atexit``; there the same close runs from
+multiprocessing's exit finalizers. ``flush_all``/``aflush_all`` serve services and
+signal handlers.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -25,11 +29,14 @@ EXIT_TIMEOUT = 30.0
 
 _lock = threading.Lock()
 _engines: dict[int, WriterEngine] = {}
+_exit_hooked_pid = os.getpid()  # atexit covers this process (see below for others)
 
 
 def register(engine: WriterEngine) -> None:
     with _lock:
         _engines[id(engine)] = engine
+    if _exit_hooked_pid != os.getpid():
+        _close_at_multiprocessing_exit()
 
 
 def unregister(engine: WriterEngine) -> None:
@@ -66,7 +73,11 @@ async def aflush_all(timeout: float = 30.0) -> None:
 
 
 def close_all(timeout: float = EXIT_TIMEOUT) -> list[BaseException]:
-    """Close every open writer concurrently within ``timeout`` seconds in total."""
+    """Close every open writer concurrently within ``timeout`` seconds in total.
+
+    Each writer gets at most its own ``close_timeout`` of that (the writer's documented
+    bound of close and exit), so a hung storage delays the exit only that long.
+    """
     engines = open_engines()
     errors: list[BaseException] = []
     threads = []
@@ -74,7 +85,7 @@ def close_all(timeout: float = EXIT_TIMEOUT) -> list[BaseException]:
 
         def close(engine: Any = engine) -> None:
             try:
-                engine.close(timeout)
+                engine.close(min(timeout, engine.close_timeout))
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -91,6 +102,23 @@ def _close_at_exit() -> None:
     for error in close_all():
         # The interpreter is going away; stderr is the only place left to say it.
         print(f"asyncsummary: at exit: {error}", file=__import__("sys").stderr)
+
+
+def _close_at_multiprocessing_exit() -> None:
+    """In a ``multiprocessing`` child, close the writers from its exit finalizers.
+
+    A child started with the fork method (DataLoader workers, ``Pool``) ends with
+    ``os._exit``, so ``atexit`` never runs there; multiprocessing's own exit
+    finalizers do. (Registered on the first writer, after multiprocessing has reset
+    the finalizers it inherited.)
+    """
+    global _exit_hooked_pid
+    _exit_hooked_pid = os.getpid()
+    process = sys.modules.get("multiprocessing.process")
+    if process is not None and process.parent_process() is not None:
+        from multiprocessing import util
+
+        util.Finalize(None, _close_at_exit, exitpriority=10)
 
 
 def _after_fork_in_child() -> None:

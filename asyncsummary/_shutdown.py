@@ -6,6 +6,14 @@ first flushes every open writer (bounded by ``timeout``), then does exactly what
 have happened without it: the previous Python handler is called, or the default
 action is restored and the signal raised again, so the exit status stays the signal's.
 
+A signal that lands while the main thread is inside this library (in the middle of
+an ``add``, holding a writer's lock that no flush could then take) is served from a
+helper thread instead: the main thread returns to its call at once and goes on, the
+helper flushes every event added before the signal, then raises the signal again for
+the previous handler. Events added meanwhile may be written too, and if the signal's
+action ends the process while they are being written, the file ends in one truncated
+record, which readers skip (``tests/test_faults_signals.py``).
+
 It chains with asyncio apps and frameworks. ``loop.add_signal_handler`` (used by
 aiohttp's ``run_app``, and by asyncio apps that stop gracefully) installs a no-op
 Python handler and learns of the signal through the loop's wake-up fd, which the

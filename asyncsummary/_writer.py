@@ -34,33 +34,55 @@ def _step(global_step: Any) -> int:
             raise TypeError(f"global_step must be a number, not {type(global_step).__name__}")
         try:
             global_step = int(global_step)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise type(exc)(f"global_step must be an integer, got {global_step!r}") from None
+        except (TypeError, ValueError, OverflowError) as exc:  # int(inf): OverflowError
+            error = TypeError if isinstance(exc, TypeError) else ValueError
+            raise error(f"global_step must be an integer, got {global_step!r}") from None
     if not _INT64_MIN <= global_step <= _INT64_MAX:
         raise ValueError(f"global_step {global_step} does not fit in int64")
     return global_step
 
 
-def _serialized(message: Any, what: str) -> bytes:
-    serialize = getattr(message, "SerializeToString", None)
-    if serialize is None:
-        raise TypeError(f"{what} must be a protobuf message, not {type(message).__name__}")
-    return serialize()  # type: ignore[no-any-return]
-
-
 def _is_message(message: Any, name: str) -> bool:
-    """Whether ``message`` is TF's or TensorBoard's copy of the proto ``name``."""
+    """Whether ``message`` is TF's, TensorBoard's or tensorboardX's copy of the proto ``name``.
+
+    Any other message's bytes could be unreadable in its place (a reader would then
+    reject the whole file), so the ``add_*`` methods refuse it with a TypeError.
+    """
     full_name = getattr(getattr(message, "DESCRIPTOR", None), "full_name", "")
-    return full_name in (f"tensorflow.{name}", f"tensorboard.{name}")
+    return full_name in (f"tensorflow.{name}", f"tensorboard.{name}", f"tensorboardX.{name}")
 
 
 def _wall_time(walltime: Any) -> float:
     if walltime is None:
         return time.time()
-    value = float(walltime)
+    if isinstance(walltime, (str, bytes, bytearray)):
+        raise TypeError(f"walltime must be a number, not {type(walltime).__name__}")
+    try:
+        value = float(walltime)
+    except OverflowError:
+        raise ValueError(f"walltime {walltime!r} is out of range") from None
     if not math.isfinite(value):
         raise ValueError(f"walltime must be finite, got {walltime!r}")
     return value
+
+
+def _unencodable(name: str) -> bool:
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _timeout(timeout: Any, default: float) -> float:
+    """A flush/close timeout: None (the writer's default) or a finite number >= 0."""
+    if timeout is None:
+        return default
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if not (math.isfinite(timeout) and timeout >= 0):
+        raise ValueError(f"timeout must be finite and >= 0, got {timeout!r}")
+    return float(timeout)
 
 
 class AsyncSummaryWriter:
@@ -131,18 +153,26 @@ class AsyncSummaryWriter:
         for name, size in (("max_pending_bytes", max_pending_bytes), ("batch_bytes", batch_bytes)):
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
                 raise ValueError(f"{name} must be a positive int, got {size!r}")
-        if max_file_bytes is not None and (not isinstance(max_file_bytes, int) or max_file_bytes <= 0):
+        if max_file_bytes is not None and (
+            isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) or max_file_bytes <= 0
+        ):
             raise ValueError(f"max_file_bytes must be a positive int or None, got {max_file_bytes!r}")
         if filename_suffix is not None and not isinstance(filename_suffix, str):
             raise TypeError("filename_suffix must be a str")
         if filename_suffix and ("/" in filename_suffix or os.sep in filename_suffix):
             raise ValueError(f"filename_suffix must not contain a path separator: {filename_suffix!r}")
+        if filename_suffix and ("\x00" in filename_suffix or _unencodable(filename_suffix)):
+            raise ValueError(f"filename_suffix is not a valid file name part: {filename_suffix!r}")
+        if sink_factory is not None and not callable(sink_factory):
+            raise TypeError(f"sink_factory must be callable, got {sink_factory!r}")
         try:
             policy = Policy(policy)
         except ValueError:
             choices = ", ".join(repr(p.value) for p in Policy)
             raise ValueError(f"policy must be one of {choices}, got {policy!r}") from None
         location = resolve_logdir(logdir, storage_options)
+        if _unencodable(location.logdir):  # else every write would fail, on the loop
+            raise ValueError(f"logdir is not a valid path: {location.logdir!r}")
         self._flush_timeout = float(flush_timeout)
         self._close_timeout = float(close_timeout)
         self._seen_run_metadata_tags: set[str] = set()
@@ -157,6 +187,7 @@ class AsyncSummaryWriter:
             block_timeout=float(block_timeout),
             batch_bytes=batch_bytes,
             max_file_bytes=max_file_bytes,
+            close_timeout=float(close_timeout),
         )
         self._logdir = location.logdir
         self._engine = WriterEngine(self._logdir, **self._engine_options)
@@ -179,8 +210,10 @@ class AsyncSummaryWriter:
             data = summary
         elif isinstance(summary, (bytes, bytearray, memoryview)):
             data = bytes(summary)
+        elif _is_message(summary, "Summary"):
+            data = summary.SerializeToString()
         else:
-            data = _serialized(summary, "summary")
+            raise TypeError(f"summary must be bytes or a Summary proto, not {type(summary).__name__}")
         step = global_step if type(global_step) is int and _INT64_MIN <= global_step <= _INT64_MAX else _step(global_step)
         self._engine.add(_event.SUMMARY, data, step, time.time(), len(data))
 
@@ -191,17 +224,29 @@ class AsyncSummaryWriter:
         if type(value) is not float:
             if isinstance(value, (str, bytes, bytearray)) or value is None:
                 raise TypeError(f"value must be a real number, not {type(value).__name__}")
-            value = float(value)
-        self._engine.add(SCALAR, (tag, value), _step(global_step), _wall_time(walltime), len(tag) * 4 + 8)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise ValueError(f"value {value!r} is out of range of a float") from None
+        if not tag.isascii():
+            tag.encode("utf-8")  # UnicodeEncodeError (a ValueError) for lone surrogates
+        # The common arguments (an in-range int step, no walltime) skip the helpers' calls.
+        step = global_step if type(global_step) is int and _INT64_MIN <= global_step <= _INT64_MAX else _step(global_step)
+        wall_time = time.time() if walltime is None else _wall_time(walltime)
+        self._engine.add(SCALAR, (tag, value), step, wall_time, len(tag) * 4 + 8)
 
     def add_event(self, event: Any) -> None:
         """Queue a whole ``Event`` proto (its own wall_time and step are kept)."""
-        data = _serialized(event, "event")
+        if not _is_message(event, "Event"):  # its bytes are written as they are
+            raise TypeError(f"event must be an Event proto, not {type(event).__name__}")
+        data = event.SerializeToString()
         self._engine.add(RAW_EVENT, data, 0, 0.0, len(data))
 
     def add_session_log(self, session_log: Any, global_step: Any = None) -> None:
         """Queue a ``SessionLog`` (START, STOP, CHECKPOINT)."""
-        data = _serialized(session_log, "session_log")
+        if not _is_message(session_log, "SessionLog"):
+            raise TypeError(f"session_log must be a SessionLog proto, not {type(session_log).__name__}")
+        data = session_log.SerializeToString()
         self._engine.add(_event.SESSION_LOG, data, _step(global_step), time.time(), len(data))
 
     def add_graph(self, graph: Any, global_step: Any = None, graph_def: Any = None) -> None:
@@ -234,7 +279,9 @@ class AsyncSummaryWriter:
             raise TypeError(f"tag must be a str, not {type(tag).__name__}")
         if tag in self._seen_run_metadata_tags:
             raise ValueError("The provided tag was already used for this event type")
-        metadata = _serialized(run_metadata, "run_metadata")
+        if not _is_message(run_metadata, "RunMetadata"):
+            raise TypeError(f"run_metadata must be a RunMetadata proto, not {type(run_metadata).__name__}")
+        metadata = run_metadata.SerializeToString()
         tag_bytes = tag.encode("utf-8")
         data = b"".join(
             (b"\x0a", _event.varint(len(tag_bytes)), tag_bytes,
@@ -250,11 +297,11 @@ class AsyncSummaryWriter:
         :class:`WriteError` if they could not be written, or :class:`FlushTimeoutError`
         after ``timeout`` (default ``flush_timeout``); the events stay queued either way.
         """
-        self._engine.flush(self._flush_timeout if timeout is None else timeout)
+        self._engine.flush(_timeout(timeout, self._flush_timeout))
 
     def close(self, timeout: float | None = None) -> None:
         """Flush and close. Idempotent; returns within ``timeout`` (default ``close_timeout``)."""
-        self._engine.close(self._close_timeout if timeout is None else timeout)
+        self._engine.close(_timeout(timeout, self._close_timeout))
 
     def reopen(self) -> None:
         """After ``close()``: accept events again, into a new event file. Else nothing."""
@@ -264,11 +311,11 @@ class AsyncSummaryWriter:
     # --------------------------------------------------------------------- async API
     async def aflush(self, timeout: float | None = None) -> None:
         """``flush()`` for coroutines: the calling loop keeps running while it waits."""
-        await self._engine.aflush(self._flush_timeout if timeout is None else timeout)
+        await self._engine.aflush(_timeout(timeout, self._flush_timeout))
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``close()`` for coroutines."""
-        await self._engine.aclose(self._close_timeout if timeout is None else timeout)
+        await self._engine.aclose(_timeout(timeout, self._close_timeout))
 
     # ----------------------------------------------------------------------- extras
     @property

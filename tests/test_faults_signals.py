@@ -1,0 +1,302 @@
+"""SIGTERM/SIGINT with and without ``install_shutdown_handlers``, and exit without close().
+
+Every scenario runs in a child process. The child adds events with a writer that
+writes nothing on its own (``flush_secs`` an hour, the batch threshold far away), so
+what reaches the disk is decided only by ``flush()``, the signal handler or ``atexit``:
+
+* with the handler, SIGTERM and SIGINT first flush every writer, then the signal does
+  what it did before: the exit status is still the signal's;
+* without it, SIGTERM kills the process the default way: only what was flushed is on
+  disk, the rest is lost (the handler exists for this). SIGINT raises
+  ``KeyboardInterrupt``, the interpreter unwinds and ``atexit`` writes everything;
+* a process whose main thread ends without ``close()`` writes everything at exit,
+  also while other threads are still adding, and exits within the writers'
+  ``close_timeout`` even when the storage hangs.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+
+import pytest
+
+from .procs import Child, read_run
+
+FLUSHED, ADDED = 1000, 3000
+
+# Adds FLUSHED events and flushes them, adds more, then waits for a signal.
+WAITING_CHILD = f"""
+    import signal, sys
+    from asyncsummary import AsyncSummaryWriter, install_shutdown_handlers
+
+    logdir, handler = sys.argv[1], sys.argv[2] == "handler"
+    if handler:
+        install_shutdown_handlers(timeout=30)
+    writer = AsyncSummaryWriter(logdir, flush_secs=3600)
+    for step in range({FLUSHED}):
+        writer.add_scalar("x", step, step)
+    writer.flush()
+    for step in range({FLUSHED}, {ADDED}):
+        writer.add_scalar("x", step, step)
+    print("WAITING", flush=True)
+    while True:
+        signal.pause()
+"""
+
+
+def _steps(logdir: str, torn_tail_ok: bool = False) -> list[int]:
+    """Steps of every event on disk, after checking each file reads whole."""
+    steps = []
+    for f in read_run(logdir):
+        assert torn_tail_ok or f.tail == 0, f"{f.path} ends in a torn record"
+        steps.extend(e.step for e in f.events if e.HasField("summary"))
+    return steps
+
+
+@pytest.mark.parametrize(
+    "signum, handler, status, on_disk",
+    [
+        # The handler flushes, then the default action: killed by the signal.
+        (signal.SIGTERM, "handler", -signal.SIGTERM, ADDED),
+        # The handler flushes, then Python's KeyboardInterrupt; uncaught, it ends the
+        # process "by SIGINT" (status -2) after atexit, as Python always does.
+        (signal.SIGINT, "handler", -signal.SIGINT, ADDED),
+        # Documented: without the handler SIGTERM skips atexit; unflushed events are lost.
+        (signal.SIGTERM, "none", -signal.SIGTERM, FLUSHED),
+        # KeyboardInterrupt unwinds the interpreter normally, so atexit writes everything.
+        (signal.SIGINT, "none", -signal.SIGINT, ADDED),
+    ],
+)
+def test_signal_while_waiting(logdir, signum, handler, status, on_disk):
+    with Child(WAITING_CHILD, logdir, handler) as child:
+        child.expect("WAITING")
+        child.signal(signum)
+        assert child.wait() == status, child.stderr()
+    assert _steps(logdir) == list(range(on_disk))
+
+
+# For every line the parent sends, the main thread says so and adds 20 000 events
+# in a tight loop; a signal sent then lands in that loop, most often inside add().
+BUSY_CHILD = """
+    import sys
+    from asyncsummary import AsyncSummaryWriter, install_shutdown_handlers
+
+    install_shutdown_handlers(timeout=30)
+    writer = AsyncSummaryWriter(sys.argv[1], flush_secs=3600)
+    step = 0
+    for line in sys.stdin:
+        print("ADDING", step, flush=True)
+        for _ in range(20_000):
+            writer.add_scalar("x", step, step)
+            step += 1
+        print("ADDED", step, flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(5))
+def test_sigterm_during_adds_flushes_every_event_added_before_it(logdir, trial):
+    """A signal that interrupts ``add()`` (its lock held) must not stall the flush.
+
+    Python runs the handler on the main thread between two bytecodes, possibly inside
+    ``add`` with the writer's lock held; the flush must still complete, not wait out
+    its timeout and lose the events.
+    """
+    with Child(BUSY_CHILD, logdir) as child:
+        for _ in range(random.Random(trial).randint(0, 2)):
+            child.send("go")
+            child.expect("ADDED")
+        child.send("go")
+        added = int(child.expect("ADDING").split()[1])  # all added before the signal
+        child.signal(signal.SIGTERM)
+        assert child.wait() == -signal.SIGTERM, child.stderr()
+        assert "asyncsummary" not in child.stderr(), child.stderr()
+    # The main thread went on adding while the flush ran, and the loop writing them
+    # when the signal ended the process: the file may end in one truncated record.
+    steps = _steps(logdir, torn_tail_ok=True)
+    assert steps == list(range(len(steps)))
+    assert len(steps) >= added
+
+
+# Many signals in one process: SIGUSR1 gets the shutdown handler chained to a Python
+# handler that installs it again. Storage writes only when flushed (batch threshold
+# and timer out of reach), so what ``written`` shows after a batch is the signal's.
+REPEATED_SIGNAL_CHILD = """
+    import signal, sys, time
+    from asyncsummary import AsyncSummaryWriter, install_shutdown_handlers
+
+    signals = []
+
+    def user_handler(signum, frame):
+        signals.append(signum)  # nothing that takes a writer's lock: we may be inside add()
+        install_shutdown_handlers([signal.SIGUSR1], timeout=2)
+
+    signal.signal(signal.SIGUSR1, user_handler)
+    install_shutdown_handlers([signal.SIGUSR1], timeout=2)
+    writer = AsyncSummaryWriter(sys.argv[1], flush_secs=3600, batch_bytes=64 << 20)
+    step = 0
+    for line in sys.stdin:
+        print("ADDING", step, flush=True)
+        for _ in range(5000):
+            writer.add_scalar("x", step, step)
+            step += 1
+        for _ in range(12_000):  # the user's handler runs after the flush: wait (at most 60 s)
+            if signals:
+                break
+            time.sleep(0.005)
+        signals.clear()
+        print("WRITTEN", writer.stats().written, flush=True)
+    writer.close()
+"""
+
+
+@pytest.mark.slow
+def test_repeated_signals_inside_adds_always_complete_their_flush(logdir):
+    """30 signals, each sent while the main thread adds: every flush completes in time
+    and covers every event added before its signal (no "did not finish" message)."""
+    rounds = 30
+    with Child(REPEATED_SIGNAL_CHILD, logdir) as child:
+        for _ in range(rounds):
+            child.send("go")
+            added = int(child.expect("ADDING").split()[1])
+            child.signal(signal.SIGUSR1)
+            written = int(child.expect("WRITTEN").split()[1])
+            assert written >= added
+        child.proc.stdin.close()
+        assert child.wait() == 0, child.stderr()
+        assert "did not finish" not in child.stderr(), child.stderr()
+    steps = _steps(logdir)
+    assert steps == list(range(rounds * 5000))
+
+
+PREVIOUS_HANDLER_CHILD = """
+    import signal, sys, time
+    from asyncsummary import AsyncSummaryWriter, install_shutdown_handlers
+
+    def user_handler(signum, frame):
+        print("USER HANDLER", flush=True)
+        sys.exit(3)
+
+    if sys.argv[2] == "user":
+        signal.signal(signal.SIGTERM, user_handler)
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    install_shutdown_handlers([signal.SIGTERM], timeout=30)
+    writer = AsyncSummaryWriter(sys.argv[1], flush_secs=3600)
+    for step in range(500):
+        writer.add_scalar("x", step, step)
+    print("WAITING", flush=True)
+    # The handler puts the previous one back first: poll for that (a plain pause()
+    # would wait forever if the signal came before it), at most a minute.
+    for _ in range(6000):
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+            break
+        time.sleep(0.01)
+    print("STILL RUNNING", flush=True)
+    writer.close()
+"""
+
+
+@pytest.mark.parametrize("previous", ["user", "ignore"])
+def test_handler_chains_to_the_previous_one(logdir, previous):
+    """After the flush, a previous Python handler runs; an ignored signal stays ignored."""
+    with Child(PREVIOUS_HANDLER_CHILD, logdir, previous) as child:
+        child.expect("WAITING")
+        child.signal(signal.SIGTERM)
+        if previous == "user":
+            child.expect("USER HANDLER")
+            assert child.wait() == 3
+        else:
+            child.expect("STILL RUNNING")
+            assert child.wait() == 0
+    assert _steps(logdir) == list(range(500))
+
+
+HUNG_STORAGE_CHILD = """
+    import signal, sys, threading
+    from asyncsummary import AsyncSummaryWriter, FileSink, install_shutdown_handlers
+    from asyncsummary.testing import GatedSink
+
+    gate = threading.Event()  # never set: the storage hangs for good
+    sink = lambda path: GatedSink(FileSink(path), gate)
+    mode = sys.argv[2]
+    if mode == "signal":
+        install_shutdown_handlers([signal.SIGTERM], timeout=0.5)
+    writer = AsyncSummaryWriter(sys.argv[1], sink_factory=sink, close_timeout=0.5)
+    for step in range(100):
+        writer.add_scalar("x", step, step)
+    if mode == "signal":
+        print("WAITING", flush=True)
+        signal.pause()
+    print("EXITING", flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["signal", "exit"])
+def test_hung_storage_never_hangs_shutdown(logdir, mode):
+    """A signal's flush and atexit's close give up after their timeouts; the process ends.
+
+    The bound checked is far below ``EXIT_TIMEOUT`` (30 s), so it proves that the
+    writer's own ``close_timeout`` (0.5 s) bounds the exit.
+    """
+    with Child(HUNG_STORAGE_CHILD, logdir, mode) as child:
+        if mode == "signal":
+            child.expect("WAITING")
+            child.signal(signal.SIGTERM)
+            assert child.wait(timeout=20) == -signal.SIGTERM
+            assert "flush on SIGTERM" in child.stderr()
+        else:
+            child.expect("EXITING")
+            assert child.wait(timeout=20) == 0
+            assert "asyncsummary: at exit" in child.stderr()
+
+
+EXIT_CHILD = """
+    import sys, threading
+    from asyncsummary import AsyncSummaryWriter, WriterClosedError
+
+    logdir, mode = sys.argv[1], sys.argv[2]
+    writer = AsyncSummaryWriter(logdir, flush_secs=3600)
+
+    def other_thread():
+        step = 0
+        try:
+            while mode == "daemon" or step < 10_000:
+                writer.add_scalar("other", step, step)
+                step += 1
+                if step == 1000:
+                    started.set()
+        except WriterClosedError:
+            pass  # closed by atexit while this daemon thread was still adding
+
+    started = threading.Event()
+    if mode != "main":
+        threading.Thread(target=other_thread, daemon=(mode == "daemon")).start()
+        started.wait()
+    for step in range(5_000):
+        writer.add_scalar("main", step, step)
+    print("MAIN DONE", flush=True)
+    # no close(): the interpreter exits here
+"""
+
+
+@pytest.mark.parametrize("mode", ["main", "thread", "daemon"])
+def test_exit_without_close_writes_everything(logdir, mode):
+    """``main``: only the main thread adds; ``thread``: a non-daemon thread is still
+    adding when the main thread ends (Python waits for it, then runs atexit);
+    ``daemon``: a daemon thread adds until atexit closes the writer under it."""
+    with Child(EXIT_CHILD, logdir, mode) as child:
+        child.expect("MAIN DONE")
+        assert child.wait() == 0, child.stderr()
+    by_tag: dict[str, list[int]] = {}
+    for f in read_run(logdir):
+        assert f.tail == 0
+        for event in f.events[1:]:
+            by_tag.setdefault(event.summary.value[0].tag, []).append(event.step)
+    assert by_tag["main"] == list(range(5_000))
+    if mode == "thread":
+        assert by_tag["other"] == list(range(10_000))
+    if mode == "daemon":  # everything it added before the close, nothing after
+        other = by_tag["other"]
+        assert other == list(range(len(other))) and len(other) >= 1000
