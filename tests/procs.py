@@ -140,6 +140,18 @@ class Child:
         self.close()
 
 
+def run(code: str, *args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
+    """Run a child to its end; fail the test (with its stderr) unless it exits 0."""
+    try:
+        done = subprocess.run([sys.executable, "-c", script(code), *args], capture_output=True,
+                              text=True, env=child_env(), timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"child still running after {timeout} s\n{exc.stderr}") from None
+    if done.returncode != 0:
+        raise AssertionError(f"child exited {done.returncode}\n{done.stderr}")
+    return done
+
+
 def markers(lines: list[str], word: str) -> list[int]:
     """The numbers of every ``WORD n`` line."""
     return [int(line.split()[1]) for line in lines if line.startswith(word + " ")]
