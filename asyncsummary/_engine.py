@@ -190,7 +190,10 @@ class WriterEngine:
         self._file_bytes = 0
         self._dirty = False
         self._events_since_flush = 0
-        self._out: bytes | None = None  # framed bytes the sink has not taken yet
+        # Framed bytes the sink has not taken yet, as chunks (large payloads are kept as
+        # the caller's own bytes objects, not copied into one buffer), and how many of
+        # their bytes the current sink already took.
+        self._out: list[bytes] | None = None
         self._out_off = 0
         self._out_events = 0
         self._out_seq = 0
@@ -529,7 +532,7 @@ class WriterEngine:
 
     async def _encode(
         self, items: collections.deque[tuple[int, Any, int, float, int]]
-    ) -> tuple[bytes, int]:
+    ) -> tuple[list[bytes], int]:
         # The drain's hot loop, inlined because every call in it is paid per event.
         # * Summary bytes (up to _BATCH_CHECK_MAX) get their envelope built here, and are
         #   validated later, many at once (_settle): one C parse for all instead of one
@@ -632,7 +635,7 @@ class WriterEngine:
             if left:
                 time.sleep(0)  # let the training thread take the GIL
                 deadline = clock() + _SLICE
-        return b"".join(out), count
+        return _chunks(out), count
 
     def _settle(
         self, events: list[bytes | None], start: int, maybe_meta: list[int], rejected: list[Exception]
@@ -673,18 +676,25 @@ class WriterEngine:
         self._file_bytes = 0
         header = frame_record(_event.encode_file_version(time.time()))
         # The new file starts with its header; unwritten bytes follow it from their start.
-        self._out = header + (self._out or b"")
+        self._out = [header, *(self._out or ())]
         self._out_off = 0
 
     async def _write_out(self) -> None:
         assert self._sink is not None and self._out is not None
-        view = memoryview(self._out)
-        while self._out_off < len(view):
-            n = await self._sink.write(view[self._out_off :])
-            self._out_off += n
-            self._file_bytes += n
-            self._bytes_written += n
-            self._dirty = True
+        skip = self._out_off  # bytes of the chunks that this sink already took
+        for chunk in self._out:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            view = memoryview(chunk)
+            while skip < len(view):
+                n = await self._sink.write(view[skip:])
+                skip += n
+                self._out_off += n
+                self._file_bytes += n
+                self._bytes_written += n
+                self._dirty = True
+            skip = 0
         self._commit_out()
 
     def _commit_out(self) -> None:
@@ -775,6 +785,35 @@ class WriterEngine:
             else:
                 keep.append((target, future))
         self._waiters = keep
+
+
+_BIG_CHUNK = 1 << 16
+
+
+def _chunks(parts: list[bytes]) -> list[bytes]:
+    """The framed parts of a batch as few buffers, without copying large payloads.
+
+    Small parts are joined into one buffer (one write for thousands of events); a part
+    of 64 KiB or more (an image, say) stays the bytes object it is, since copying it
+    costs more than a write of its own (fresh pages fault one by one).
+    """
+    if not parts:
+        return []
+    if max(map(len, parts)) < _BIG_CHUNK:
+        return [b"".join(parts)]
+    chunks: list[bytes] = []
+    run: list[bytes] = []
+    for part in parts:
+        if len(part) >= _BIG_CHUNK:
+            if run:
+                chunks.append(b"".join(run))
+                run = []
+            chunks.append(part)
+        else:
+            run.append(part)
+    if run:
+        chunks.append(b"".join(run))
+    return chunks
 
 
 def _consume_exception(future: asyncio.Future[None]) -> None:

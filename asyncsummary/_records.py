@@ -82,8 +82,8 @@ def frame_parts(parts: tuple[bytes, ...], out: list[bytes]) -> None:
     """Append the framing of one record whose data is ``parts`` joined, without joining.
 
     For large payloads: the CRC runs over the parts in turn and the parts go to ``out``
-    as they are, so the payload is copied once (by the caller's join of ``out``), not
-    once more into a whole event first.
+    as they are, so the payload is never copied into a whole event (and the engine
+    writes a large part as its own chunk, without copying it at all).
     """
     crc = size = 0
     for part in parts:

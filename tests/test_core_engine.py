@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -18,9 +19,9 @@ from asyncsummary import (
     WriteError,
 )
 from asyncsummary._engine import ITEM_OVERHEAD
-from asyncsummary.testing import FailingSink, GatedSink
+from asyncsummary.testing import FailingSink, GatedSink, WrappedSink
 
-from .readers import event_files, scalars, tb_events, tb_run_events
+from .readers import event_files, scalars, tb_events, tb_run_events, tf_records
 
 
 def _wait_until(predicate, timeout=10.0):
@@ -295,3 +296,50 @@ def test_relative_logdir_does_not_follow_chdir(tmp_path, monkeypatch):
     assert writer.get_logdir() == "rel"
     assert scalars(str(tmp_path / "rel")) == [(1, "x", 1.0)]
     assert not (elsewhere / "rel").exists()
+
+
+class _ShortWrites(WrappedSink):
+    """Takes at most 20 000 bytes per write, and fails every third write: the engine must
+    resume each chunk at the exact byte, large payloads (kept as their own chunks) too."""
+
+    def __init__(self, inner):
+        super().__init__(inner)
+        self.calls = 0
+
+    async def write(self, data):
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise OSError(errno.EIO, "injected failure", self.name)
+        return await self.inner.write(data[:20_000])
+
+
+def test_short_and_failed_writes_resume_at_the_exact_byte(logdir):
+    import numpy as np
+    from tensorboard.compat.proto import summary_pb2
+
+    rng = np.random.default_rng(1)
+    writer = AsyncSummaryWriter(logdir, flush_secs=0.05, sink_factory=lambda p: _ShortWrites(FileSink(p)))
+    expected = []
+    for step in range(40):
+        size = 70_000 if step % 5 == 0 else 30  # large payloads among small ones
+        blob = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+            tag="blob", image=summary_pb2.Summary.Image(encoded_image_string=blob))])
+        expected.append((step, blob))
+        while True:
+            try:
+                writer.add_summary(summary.SerializeToString(), step)
+                break
+            except WriteError:  # the injected failures are reported; the add is retried
+                pass
+    while True:
+        try:
+            writer.close()
+            break
+        except WriteError:
+            pass
+    (path,) = event_files(logdir)
+    got = [(e.step, e.summary.value[0].image.encoded_image_string) for e in tb_events(path) if e.HasField("summary")]
+    assert got == expected
+    assert len(tf_records(path)) == 41  # every CRC checked by TensorFlow
+    assert writer.stats().write_errors > 0 and writer.stats().lost == 0
