@@ -13,15 +13,18 @@ the rounds: compare ratios taken within one run, not absolute times across runs.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = [
+    "command_line",
     "image_summary_bytes",
     "jsonable",
     "percentile",
@@ -31,6 +34,25 @@ __all__ = [
     "summarize",
     "temp_logdir",
 ]
+
+
+def command_line(
+    doc: str,
+    run: Callable[[bool], dict[str, Any]],
+    table: Callable[[dict[str, Any]], list[str]],
+    argv: list[str] | None,
+) -> dict[str, Any]:
+    """The ``main(argv)`` of a benchmark module: ``--quick``, ``--json FILE``, a table."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--json", metavar="FILE", help="write the raw numbers here")
+    args = parser.parse_args(argv)
+    result = run(args.quick)
+    print("\n".join(table(result)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(jsonable(result), f)
+    return result
 
 
 def quiet_tensorflow() -> None:

@@ -30,16 +30,14 @@ variant's p50 (p99) minus the no-hook p50 (p99).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import jsonable, quiet_tensorflow, ratio, summarize, temp_logdir
+from . import command_line, quiet_tensorflow, ratio, summarize, temp_logdir
 
 __all__ = ["VARIANTS", "compare", "main", "run"]
 
@@ -302,16 +300,7 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--json", metavar="FILE", help="write the raw numbers here")
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print("\n".join(table(result)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f)
-    return result
+    return command_line(__doc__ or "", run, table, argv)
 
 
 if __name__ == "__main__":

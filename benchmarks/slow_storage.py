@@ -29,14 +29,18 @@ fills and no writer stalls the step.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import threading
 import time
 from typing import Any
 
-from . import hook_overhead, image_summary_bytes, jsonable, quiet_tensorflow, temp_logdir
+from . import (
+    command_line,
+    hook_overhead,
+    image_summary_bytes,
+    quiet_tensorflow,
+    temp_logdir,
+)
 
 __all__ = ["SlowEventsWriter", "gil_pauses", "main", "run", "slow_async_writer", "slow_tf_writer"]
 
@@ -197,16 +201,7 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--json", metavar="FILE", help="write the raw numbers here")
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print("\n".join(table(result)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f)
-    return result
+    return command_line(__doc__ or "", run, table, argv)
 
 
 if __name__ == "__main__":

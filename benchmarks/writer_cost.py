@@ -32,9 +32,7 @@ repeat; the figures reported are medians over rounds.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import struct
 import sys
 import time
@@ -44,8 +42,8 @@ from typing import Any
 import google_crc32c
 
 from . import (
+    command_line,
     image_summary_bytes,
-    jsonable,
     quiet_tensorflow,
     ratio,
     scalar_summary_bytes,
@@ -295,16 +293,7 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--json", metavar="FILE", help="write the raw numbers here")
-    args = parser.parse_args(argv)
-    result = run(args.quick)
-    print("\n".join(table(result)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f)
-    return result
+    return command_line(__doc__ or "", run, table, argv)
 
 
 if __name__ == "__main__":
