@@ -176,8 +176,10 @@ class WriterEngine:
         self._pending: collections.deque[tuple[int, Any, int, float, int]] = collections.deque()
         self._pending_bytes = 0
         self._peak_pending = 0
-        self._added = 0  # sequence number of the last appended event
-        self._queued = self._dropped = self._lost = self._rejected = 0
+        # Sequence number of the last appended event, which is also the count of events
+        # accepted (stats().queued): every accepted event is appended, once.
+        self._added = 0
+        self._dropped = self._lost = self._rejected = 0
         self._blocked = 0
         self._wake_sent = False
         self._report: AsyncSummaryError | None = None  # raised once on the next add
@@ -246,7 +248,6 @@ class WriterEngine:
                 self._pending.append((kind, payload, step, wall_time, size))
                 self._pending_bytes += size
                 self._added += 1
-                self._queued += 1
                 if self._pending_bytes < self._batch_bytes or self._wake_sent:
                     return
                 self._wake_sent = True
@@ -285,7 +286,6 @@ class WriterEngine:
         self._pending.append((kind, payload, step, wall_time, size))
         self._pending_bytes += size
         self._added += 1
-        self._queued += 1
         if self._wake_sent or self._pending_bytes < self._batch_bytes:
             return False
         self._wake_sent = True
@@ -349,7 +349,7 @@ class WriterEngine:
     def stats(self) -> WriterStats:
         with self._lock:
             pending_events, pending_bytes = len(self._pending), self._pending_bytes
-            queued, dropped, lost, rejected = self._queued, self._dropped, self._lost, self._rejected
+            queued, dropped, lost, rejected = self._added, self._dropped, self._lost, self._rejected
             peak = self._peak_pending = max(self._peak_pending, pending_bytes)
         return WriterStats(
             queued=queued,
