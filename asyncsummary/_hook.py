@@ -43,6 +43,7 @@ from typing import Any, Protocol
 import tensorflow as tf
 from tensorflow.python.training import training_util
 
+from ._storage import is_url
 from ._writer import AsyncSummaryWriter
 
 __all__ = ["AsyncSummarySaverHook", "FileWriterLike", "SummaryWriterCache"]
@@ -64,7 +65,7 @@ class FileWriterLike(Protocol):
 def _cache_key(logdir: str | os.PathLike[str]) -> str:
     """One key per folder: local paths made absolute, URLs (``s3://``, ``a::b://``) kept."""
     path = os.fspath(logdir)
-    return path if "://" in path or "::" in path else os.path.abspath(path)
+    return path if is_url(path) else os.path.abspath(path)
 
 
 class SummaryWriterCache:

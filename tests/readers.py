@@ -19,10 +19,8 @@ def event_files(logdir: str) -> list[str]:
 
 
 def tb_events(path: str) -> list[Any]:
-    """All events of one file through TensorBoard's ``EventFileLoader`` (no TF needed).
-
-    This loader applies TensorBoard's data migration (e.g. simple_value -> tensor).
-    """
+    """All events of one file, as stored, through TensorBoard's ``RawEventFileLoader``
+    (TensorBoard's record reader; no data migration, so events compare as written)."""
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto import event_pb2
 
