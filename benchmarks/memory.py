@@ -19,7 +19,6 @@ the sink) beyond the bound, by design.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -28,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from . import jsonable, temp_logdir
+from . import command_line, jsonable, temp_logdir
 
 __all__ = ["main", "run"]
 
@@ -165,22 +164,13 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--json", metavar="FILE", help="write the raw numbers here")
-    parser.add_argument("--child", nargs=4, metavar=("POLICY", "MAX_PENDING", "FACTOR", "EVENT_BYTES"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        policy, max_pending, factor, event_bytes = args.child
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:  # one flood in a fresh process, as run() starts them
+        policy, max_pending, factor, event_bytes = argv[1:5]
         result = flood(policy, int(max_pending), int(factor), int(event_bytes))
         print(json.dumps(jsonable(result)))
         return result
-    result = run(args.quick)
-    print("\n".join(table(result)))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f)
-    return result
+    return command_line(__doc__ or "", run, table, argv)
 
 
 if __name__ == "__main__":
