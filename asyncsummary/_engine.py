@@ -554,6 +554,7 @@ class WriterEngine:
         summary_tag = _event.SUMMARY_TAG
         small = _event.SMALL_VARINTS
         varint = _event.varint
+        step_field = _event.step_field
         scalar_heads = _event.scalar_heads
         float32 = _event.float32
         batch_max = _BATCH_CHECK_MAX
@@ -574,7 +575,7 @@ class WriterEngine:
             for kind, payload, step, wall_time, _size in itertools.islice(source, n):
                 if step != last_step:
                     last_step = step
-                    step_part = b"\x10" + varint(step) if step else b""
+                    step_part = step_field(step)
                 if kind == summary and len(payload) <= batch_max:
                     if b"J" in payload:
                         maybe_meta.append(len(events))

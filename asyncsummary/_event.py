@@ -148,16 +148,7 @@ def encode_file_version(wall_time: float) -> bytes:
 
 def encode_scalar_summary(tag: str, value: float) -> bytes:
     """``Summary(value=[Value(tag=tag, simple_value=value)])`` serialized."""
-    tag_bytes = tag.encode("utf-8")
-    try:
-        packed = _pack_float(value)
-    except OverflowError:  # beyond float32: protobuf stores an infinity too
-        packed = _pack_float(math.copysign(math.inf, value))
-    if tag_bytes:
-        inner = b"".join((b"\x0a", varint(len(tag_bytes)), tag_bytes, b"\x15", packed))
-    else:  # proto3 leaves an empty string out
-        inner = b"\x15" + packed
-    return b"".join((b"\x0a", varint(len(inner)), inner))
+    return _scalar_summary_head(tag) + float32(value)
 
 
 def float32(value: float) -> bytes:
@@ -166,6 +157,13 @@ def float32(value: float) -> bytes:
         return _pack_float(value)
     except OverflowError:
         return _pack_float(math.copysign(math.inf, value))
+
+
+def _scalar_summary_head(tag: str) -> bytes:
+    """A scalar ``Summary`` of ``tag`` up to its 4-byte float (proto3 omits an empty tag)."""
+    tag_bytes = tag.encode("utf-8")
+    value_head = b"\x0a" + varint(len(tag_bytes)) + tag_bytes + b"\x15" if tag_bytes else b"\x15"
+    return b"\x0a" + varint(len(value_head) + 4) + value_head
 
 
 _SCALAR_HEAD_CACHE_LIMIT = 4096
@@ -182,9 +180,7 @@ def scalar_event_head(tag: str) -> bytes:
     """
     head = scalar_heads.get(tag)
     if head is None:
-        tag_bytes = tag.encode("utf-8")
-        value_head = b"\x0a" + varint(len(tag_bytes)) + tag_bytes + b"\x15" if tag_bytes else b"\x15"
-        summary_head = b"\x0a" + varint(len(value_head) + 4) + value_head
+        summary_head = _scalar_summary_head(tag)
         head = SUMMARY_TAG + varint(len(summary_head) + 4) + summary_head
         if len(scalar_heads) < _SCALAR_HEAD_CACHE_LIMIT:
             scalar_heads[tag] = head

@@ -45,6 +45,17 @@ def test_scalar_summary_equals_protobuf(tag, value):
     assert _event.encode_scalar_summary(tag, value) == proto.SerializeToString()
 
 
+@pytest.mark.parametrize("tag", ["loss", "", "ünïcödé"])
+@pytest.mark.parametrize("step", [0, 5, 300])
+def test_scalar_event_pieces_equal_protobuf(tag, step):
+    """What the engine's hot loop joins for a scalar is protobuf's Event, byte for byte."""
+    expected = event_pb2.Event(wall_time=3.5, step=step)
+    expected.summary.value.add(tag=tag, simple_value=0.25)
+    pieces = (_event.WALL_TIME.pack(_event.WALL_TIME_TAG, 3.5), _event.step_field(step),
+              _event.scalar_event_head(tag), _event.float32(0.25))
+    assert b"".join(pieces) == expected.SerializeToString()
+
+
 def test_scalar_summary_nan():
     parsed = summary_pb2.Summary.FromString(_event.encode_scalar_summary("n", math.nan))
     assert math.isnan(parsed.value[0].simple_value)
