@@ -101,7 +101,7 @@ def close_all(timeout: float = EXIT_TIMEOUT) -> list[BaseException]:
 def _close_at_exit() -> None:
     for error in close_all():
         # The interpreter is going away; stderr is the only place left to say it.
-        print(f"asyncsummary: at exit: {error}", file=__import__("sys").stderr)
+        print(f"asyncsummary: at exit: {error}", file=sys.stderr)
 
 
 def _close_at_multiprocessing_exit() -> None:
