@@ -1,7 +1,8 @@
 """asyncsummary: TensorBoard summaries written without making a training step wait.
 
-``import asyncsummary`` imports neither TensorFlow nor torch; ``AsyncSummarySaverHook``
-(TensorFlow) and ``SummaryWriter`` (torch-style) are loaded on first access.
+``import asyncsummary`` imports neither TensorFlow nor torch (nor tensorboardX);
+``AsyncSummarySaverHook`` (TensorFlow) and ``SummaryWriter`` (torch-style) are loaded on
+first access, and ``patch()`` imports torch when called.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ._errors import (
     WriterClosedError,
 )
 from ._loop import loop_implementation
+from ._patch import Patch, patch
 from ._registry import aflush_all, flush_all
 from ._shutdown import install_shutdown_handlers
 from ._sinks import FileSink, Sink, SinkFactory
@@ -34,6 +36,7 @@ __all__ = [
     "FileSink",
     "FlushTimeoutError",
     "InvalidEventError",
+    "Patch",
     "PendingLimitError",
     "Policy",
     "Sink",
@@ -47,6 +50,7 @@ __all__ = [
     "flush_all",
     "install_shutdown_handlers",
     "loop_implementation",
+    "patch",
 ]
 
 __version__ = "0.1.0"

@@ -42,6 +42,7 @@ import concurrent.futures
 import dataclasses
 import enum
 import itertools
+import operator
 import os
 import socket
 import threading
@@ -49,7 +50,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import _event, _registry
+from . import _encoder, _event, _registry
+from ._encoder import DEFERRED, RAW_EVENT, SCALAR  # noqa: F401 - the item kinds, for _writer
 from ._errors import (
     AsyncSummaryError,
     FlushTimeoutError,
@@ -59,7 +61,7 @@ from ._errors import (
     WriterClosedError,
 )
 from ._loop import get_loop
-from ._records import frame_parts, frame_record, frame_records
+from ._records import frame_record
 from ._sinks import Sink, SinkFactory
 
 __all__ = ["ITEM_OVERHEAD", "Policy", "WriterEngine", "WriterStats"]
@@ -70,23 +72,16 @@ __all__ = ["ITEM_OVERHEAD", "Policy", "WriterEngine", "WriterStats"]
 #: Counting less let the resident memory of small events grow to 2.3x the bound.
 ITEM_OVERHEAD = 256
 
-#: Pending-item kinds beyond the Event field numbers of :mod:`._event`.
-RAW_EVENT = 0  # payload: a whole serialized Event
-SCALAR = 100  # payload: (tag, float)
-DEFERRED = 101  # payload: concurrent Future -> list[(field, bytes)]
-
-# Seconds of encoding between two offers of the GIL to the other threads (time.sleep(0),
-# which sleeps ~50-70 us on Linux: timer slack). Bounds a trainer's wait for the GIL to
-# about this (instead of the 5 ms switch interval) for ~5 % of the drain's throughput.
-_SLICE = 0.001
-_CHECK_EVERY = 16  # events encoded between two looks at the clock
-_BATCH_CHECK_MAX = 64 << 10  # summaries up to this size are validated a chunk at a time
 _CLOSE_GRACE = 1.0  # close() waits this much past its timeout for the loop to give up
 _MAX_BACKOFF = 5.0
-_file_counter = itertools.count()
+_file_counter = itertools.count(1)  # event file sequence numbers of this process
+_last_stem = (0, 0)  # (seconds, sequence) of the last file name issued
+_name_lock = threading.Lock()
+_OPEN_ATTEMPTS = 100  # names tried when one exists already (another writer took it)
+_REQUEST_GAP = 0.1  # request_flush(): the loop takes at most one per this many seconds
 
 
-class Policy(str, enum.Enum):
+class Policy(str, enum.Enum):  # noqa: UP042 - str() stays "Policy.BLOCK", as released
     """What ``add`` does when ``max_pending_bytes`` is reached."""
 
     BLOCK = "block"
@@ -120,16 +115,36 @@ class WriterStats:
     files: tuple[str, ...]  #: every event file this writer opened, in order
 
 
-def _event_file_name(suffix: str, previous: str | None) -> str:
+def _event_file_name(suffix: str) -> str:
+    """A new event file name, never one another writer of any library can choose.
+
+    ``events.out.tfevents.<secs>.<host>.<pid>.as<seq><suffix>``: torch, tensorboard and
+    tensorboardX end theirs in ``.<pid>.<n>`` with their own counter from 0, TF1 in
+    ``.<host>``, TF2 in ``.v2``; the ``as`` marker can never be one of their digits, so
+    no name of ours equals one of theirs (torch's writer truncates an existing file).
+    The sequence number is fixed-width and process-wide, and every name is greater than
+    every name issued before in this process (TensorBoard reads a run's files in name
+    order and never goes back, so a rotated or reopened file must sort last; "9" < "10"
+    would not): when the clock gives an earlier second, the last one is kept.
+    """
+    global _last_stem
     host = socket.gethostname()
-    seconds = int(time.time())
-    while True:
-        name = f"events.out.tfevents.{seconds:010d}.{host}.{os.getpid()}.{next(_file_counter)}{suffix}"
-        # TensorBoard reads a run's files in name order and never goes back, so a
-        # rotated file must sort after its predecessor (counters "9" < "10" do not).
-        if previous is None or name > previous:
-            return name
-        seconds += 1
+    with _name_lock:
+        seconds = max(int(time.time()), _last_stem[0])
+        stem = (seconds, next(_file_counter))
+        _last_stem = stem
+    return f"events.out.tfevents.{stem[0]:010d}.{host}.{os.getpid()}.as{stem[1]:06d}{suffix}"
+
+
+def longest_event_file_name(suffix: str) -> int:
+    """Bytes in the longest name :func:`_event_file_name` can give with ``suffix``."""
+    sample = f"events.out.tfevents.{0:010d}.{socket.gethostname()}.{4194304}.as{0:08d}{suffix}"
+    return len(os.fsencode(sample))
+
+
+def _reset_names_after_fork() -> None:
+    global _name_lock
+    _name_lock = threading.Lock()  # the parent's may have been held by another thread
 
 
 class WriterEngine:
@@ -150,8 +165,10 @@ class WriterEngine:
         batch_bytes: int,
         max_file_bytes: int | None,
         close_timeout: float = _registry.EXIT_TIMEOUT,
+        display_logdir: str | None = None,
     ) -> None:
         self._logdir = logdir
+        self._display = logdir if display_logdir is None else display_logdir  # credentials masked
         self._sink_factory = sink_factory
         self._join = join
         self._suffix = filename_suffix
@@ -171,7 +188,9 @@ class WriterEngine:
 
     # ------------------------------------------------------------------ state
     def _init_state(self) -> None:
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that calls flush()/close() may run on a thread
+        # that is inside add() with the lock held (see _wait).
+        self._lock = threading.RLock()
         self._space = threading.Condition(self._lock)
         self._pending: collections.deque[tuple[int, Any, int, float, int]] = collections.deque()
         self._pending_bytes = 0
@@ -182,6 +201,8 @@ class WriterEngine:
         self._dropped = self._lost = self._rejected = 0
         self._blocked = 0
         self._wake_sent = False
+        self._flush_requested = False  # request_flush() asked; the loop clears it
+        self._request_poll_at = 0.0  # monotonic time the loop looks at that flag by itself
         self._report: AsyncSummaryError | None = None  # raised once on the next add
         self._state = _State.OPEN
         # Loop side (touched only on the loop, counters read under the GIL).
@@ -225,6 +246,11 @@ class WriterEngine:
         return self._logdir
 
     @property
+    def display_logdir(self) -> str:
+        """The logdir for messages: credentials in a URL masked."""
+        return self._display
+
+    @property
     def closed(self) -> bool:
         return self._state is _State.CLOSED
 
@@ -232,11 +258,9 @@ class WriterEngine:
     def add(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> None:
         """Queue one event. ``size`` is the payload's byte count."""
         size += ITEM_OVERHEAD
-        # acquire/release rather than ``with``: half the cost, and this is the caller's
-        # whole per-event price.
-        lock = self._lock
-        lock.acquire()
-        try:
+        # ``with``, never acquire() then try: a KeyboardInterrupt landing between those
+        # two left the lock held and every writer of the process stopped.
+        with self._lock:
             if (
                 self._state is not _State.OPEN
                 or self._report is not None
@@ -245,25 +269,44 @@ class WriterEngine:
                 if not self._add_slow(kind, payload, step, wall_time, size):
                     return
             else:
-                self._pending.append((kind, payload, step, wall_time, size))
+                item = (kind, payload, step, wall_time, size)
+                self._pending.append(item)
                 self._pending_bytes += size
                 self._added += 1
+                if self._state is not _State.OPEN:
+                    self._closed_during_add(item)
                 if self._pending_bytes < self._batch_bytes or self._wake_sent:
                     return
                 self._wake_sent = True
-        finally:
-            lock.release()
         self._loop.call_soon_threadsafe(self._wakeup.set)
 
+    def _closed_during_add(self, item: tuple[int, Any, int, float, int]) -> None:
+        """A signal handler closed the writer while this thread was inside ``add``.
+
+        (The lock is reentrant, so a handler's ``close()`` runs; see :meth:`_wait`.) If
+        the close finished before this event was appended, nothing will ever write it:
+        take it back and say so, so that it is not counted as added. If it was appended
+        before, the close wrote it.
+        """
+        if self._pending and self._pending[-1] is item:
+            self._pending.pop()
+            self._pending_bytes -= item[4]
+            self._added -= 1
+            raise WriterClosedError(f"writer for {self._display!r} was closed during this add")
+
     def _add_slow(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> bool:
-        """The rare cases of :meth:`add`, with the lock held. Returns "wake the loop"."""
+        """The rare cases of :meth:`add`, with the lock held. Returns "wake the loop".
+
+        Which errors mean what: ``WriterClosedError``, ``ValueError`` and
+        ``PendingLimitError`` mean this event was not queued. A stored ``WriteError``
+        or ``InvalidEventError`` is about earlier events: it is raised *after* this
+        event is queued (it is written once the storage recovers), so the add that
+        reports a failure never loses its own event.
+        """
         if self._state is _State.FORKED:
             self._start()
         if self._state is _State.CLOSED:
-            raise WriterClosedError(f"writer for {self._logdir!r} is closed")
-        if self._report is not None:
-            error, self._report = self._report, None
-            raise error
+            raise WriterClosedError(f"writer for {self._display!r} is closed")
         if size > self._max_pending:
             raise ValueError(
                 f"event of {size - ITEM_OVERHEAD} bytes does not fit in max_pending_bytes="
@@ -274,6 +317,7 @@ class WriterEngine:
                 self._wait_for_room(size)
             elif self._policy is Policy.DROP_NEWEST:
                 self._dropped += 1
+                self._raise_report_queued(False)
                 return False
             elif self._policy is Policy.DROP_OLDEST:
                 while self._pending_bytes + size > self._max_pending:
@@ -283,15 +327,29 @@ class WriterEngine:
                 raise PendingLimitError(
                     f"{self._pending_bytes} bytes pending, max_pending_bytes={self._max_pending}"
                 )
-        self._pending.append((kind, payload, step, wall_time, size))
+        item = (kind, payload, step, wall_time, size)
+        self._pending.append(item)
         self._pending_bytes += size
         self._added += 1
-        if self._wake_sent or self._pending_bytes < self._batch_bytes:
-            return False
-        self._wake_sent = True
-        return True
+        if self._state is not _State.OPEN:
+            self._closed_during_add(item)
+        wake = not self._wake_sent and self._pending_bytes >= self._batch_bytes
+        if wake:
+            self._wake_sent = True
+        self._raise_report_queued(wake)
+        return wake
+
+    def _raise_report_queued(self, wake: bool) -> None:
+        """Raise the stored error, if any, once this add's own event is dealt with."""
+        if self._report is not None:
+            error, self._report = self._report, None
+            if wake:
+                self._loop.call_soon_threadsafe(self._wakeup.set)
+            raise error
 
     def _wait_for_room(self, size: int) -> None:
+        # Storage errors meanwhile do not end the wait: the loop retries them, and this
+        # add raises the stored error once its event is queued (see _add_slow).
         deadline = time.monotonic() + self._block_timeout
         self._blocked += 1
         try:
@@ -308,10 +366,7 @@ class WriterEngine:
                     )
                 self._space.wait(remaining)
                 if self._state is _State.CLOSED:
-                    raise WriterClosedError(f"writer for {self._logdir!r} was closed")
-                if self._report is not None:
-                    error, self._report = self._report, None
-                    raise error
+                    raise WriterClosedError(f"writer for {self._display!r} was closed")
         finally:
             self._blocked -= 1
 
@@ -325,6 +380,34 @@ class WriterEngine:
             # An event it waited for may have been rejected meanwhile (InvalidEventError):
             # not written, so this flush must say so, not the next call.
             self._raise_pending_report()
+
+    def request_flush(self) -> None:
+        """Ask the loop to write and flush what was added so far; return at once.
+
+        ``flush()`` under ``flush_waits=False``. A stored error is raised as by any
+        call. Requests are coalesced: the first wakes the loop at once; after the loop
+        took one, requests in the next :data:`_REQUEST_GAP` seconds only set the flag,
+        which the loop looks at by itself then. A framework that flushes after every
+        step thus wakes the loop (and the storage) about 10 times a second, not once
+        per step, whose thread hand-offs cost the training thread the GIL. The loop
+        flushes the sink as its timer does (``explicit=False``: a remote sink may
+        coalesce segments), so it never makes one object per step either.
+        """
+        with self._lock:
+            if self._state is _State.CLOSED:
+                raise WriterClosedError(f"writer for {self._display!r} is closed")
+            if self._state is _State.FORKED:  # a child that never wrote has no file
+                return
+            error, self._report = self._report, None
+            if error is None:
+                if self._flush_requested:
+                    return
+                self._flush_requested = True
+                if time.monotonic() < self._request_poll_at:
+                    return  # the loop looks at the flag by then
+        if error is not None:
+            raise error
+        self._loop.call_soon_threadsafe(self._wakeup.set)
 
     async def aflush(self, timeout: float) -> None:
         target = self._target()
@@ -371,7 +454,7 @@ class WriterEngine:
         """Sequence number a flush waits for; None when there is nothing to wait for."""
         with self._lock:
             if self._state is _State.CLOSED:
-                raise WriterClosedError(f"writer for {self._logdir!r} is closed")
+                raise WriterClosedError(f"writer for {self._display!r} is closed")
             if self._state is _State.FORKED:  # a child that never wrote has no file
                 return None
             return self._added
@@ -396,11 +479,28 @@ class WriterEngine:
 
     def _wait(self, future: concurrent.futures.Future[None], timeout: float, what: str) -> None:
         try:
-            future.result(timeout)
+            if self._lock._is_owned():  # type: ignore[attr-defined]
+                self._wait_releasing_the_lock(future, timeout)
+                future.result(0)
+            else:
+                future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise self._timeout_error(what, timeout) from None
         finally:
             self._forget_report(future)
+
+    def _wait_releasing_the_lock(
+        self, future: concurrent.futures.Future[None], timeout: float
+    ) -> None:
+        """Wait for ``future`` while this thread holds the lock, from a signal handler
+        that interrupted its ``add``: the loop needs the lock to take the pending events,
+        so the wait releases it entirely (as a Condition's wait does) and takes it back."""
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return  # result() raises the timeout
+            self._space.wait(min(remaining, 0.01))
 
     async def _await_on_loop(self, coro: Any, timeout: float, what: str) -> None:
         try:
@@ -410,7 +510,7 @@ class WriterEngine:
         if running is self._loop:  # already on the writer's loop
             try:
                 await asyncio.wait_for(asyncio.shield(coro), timeout)
-            except TimeoutError:
+            except TimeoutError:  # builtin TimeoutError only from 3.11
                 raise self._timeout_error(what, timeout) from None
             return
         await self._await_future(asyncio.run_coroutine_threadsafe(coro, self._loop), timeout, what)
@@ -420,7 +520,7 @@ class WriterEngine:
     ) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
-        except TimeoutError:
+        except TimeoutError:  # builtin TimeoutError only from 3.11
             raise self._timeout_error(what, timeout) from None
         finally:
             self._forget_report(future)
@@ -441,7 +541,7 @@ class WriterEngine:
         error = self._last_error or getattr(self._sink, "last_error", None)
         cause = f"; last storage error: {error!r}" if error else ""
         return FlushTimeoutError(
-            f"{what}() of {self._logdir!r} did not finish within {timeout:g} s: "
+            f"{what}() of {self._display!r} did not finish within {timeout:g} s: "
             f"{unwritten} events not yet written (still queued, nothing dropped){cause}"
         )
 
@@ -470,16 +570,24 @@ class WriterEngine:
         while True:
             if not self._wakeup.is_set():
                 delay = next_timer - loop.time()
+                if self._request_poll_at:
+                    delay = min(delay, self._request_poll_at - time.monotonic())
                 if delay > 0:
                     try:
                         await asyncio.wait_for(self._wakeup.wait(), delay)
-                    except TimeoutError:
+                    except TimeoutError:  # builtin TimeoutError only from 3.11
                         pass
             self._wakeup.clear()
             timer_due = loop.time() >= next_timer
+            with self._lock:
+                requested, self._flush_requested = self._flush_requested, False
+                if requested:
+                    self._request_poll_at = time.monotonic() + _REQUEST_GAP
+                elif self._request_poll_at and time.monotonic() >= self._request_poll_at:
+                    self._request_poll_at = 0.0  # no request came: callers wake the loop again
             try:
                 await self._write_pending()
-                if self._dirty and (timer_due or self._waiters or self._closing):
+                if self._dirty and (timer_due or requested or self._waiters or self._closing):
                     await self._flush_sink(explicit=bool(self._waiters) or self._closing)
             except Exception as exc:  # noqa: BLE001 - storage errors of any library
                 self._backoff = min(max(0.05, self._backoff * 2), _MAX_BACKOFF)
@@ -502,23 +610,41 @@ class WriterEngine:
         # Write what is pending now, then return to ``_run`` (which flushes and settles
         # waiters). Looping until the deque is empty would starve flush() and the timer
         # flush forever when adds keep arriving faster than a slow storage writes.
+        #
+        # One batch at a time: the drain takes at most ``batch_bytes`` of items (at
+        # least one) from the head of the deque and frees only that much room, so what
+        # the process holds stays within max_pending_bytes (the deque) plus one batch
+        # (the items taken, and their framed copy) however slow the storage is. Taking
+        # the whole deque at once freed all its room while the drain still held it, so
+        # a slow but moving storage let memory grow to twice the bound and more.
         entry_seq = self._added
+        batch = self._batch_bytes
         while True:
             if self._out is None and self._done_seq >= entry_seq:
                 return  # what is left was added meanwhile: next wake-up or timer
             if self._out is None:
                 with self._lock:
-                    if not self._pending:
+                    pending = self._pending
+                    if not pending:
                         self._wake_sent = False
                         return
-                    items, self._pending = self._pending, collections.deque()
                     self._peak_pending = max(self._peak_pending, self._pending_bytes)
-                    self._pending_bytes = 0
+                    items: Any
+                    if self._pending_bytes <= batch:  # all of it: one swap
+                        items, self._pending = pending, collections.deque()
+                        self._pending_bytes = 0
+                    else:
+                        guess = len(pending) * batch // self._pending_bytes
+                        items, taken = _take_batch(pending, guess, batch)
+                        self._pending_bytes -= taken
                     self._wake_sent = False
-                    seq = self._added
+                    # The deque holds the newest events, contiguous up to the last added.
+                    seq = self._added - len(self._pending)
                     if self._blocked:
                         self._space.notify_all()
+                rejected = self._rejected
                 data, count = await self._encode(items)
+                count -= self._rejected - rejected  # stats().written: only what is written
                 self._out, self._out_off, self._out_events, self._out_seq = data, 0, count, seq
                 if not data:
                     self._commit_out()
@@ -533,145 +659,31 @@ class WriterEngine:
     async def _encode(
         self, items: collections.deque[tuple[int, Any, int, float, int]]
     ) -> tuple[list[bytes], int]:
-        # The drain's hot loop, inlined because every call in it is paid per event.
-        # * Summary bytes (up to _BATCH_CHECK_MAX) get their envelope built here, and are
-        #   validated later, many at once (_settle): one C parse for all instead of one
-        #   Summary.FromString each; plugin metadata is looked for the same way, among
-        #   those holding a 0x4A byte (Value.metadata's tag) only.
-        # * A scalar is its tag's cached head plus the packed float.
-        # * The step field is encoded once per run of equal steps.
-        # * Every other kind is done one by one, after settling the events before it, so
-        #   the tags seen with metadata are updated in the order of the calls.
-        # The GIL is offered to the caller's thread every _SLICE seconds (checked every
-        # _CHECK_EVERY events): what was built so far is settled and framed first.
-        out: list[bytes] = []
-        encode = _event.encode_event
-        check = _event.check_summary
-        seen = self._seen_tags
-        summary = _event.SUMMARY
-        wall = _event.WALL_TIME.pack
-        wall_tag = _event.WALL_TIME_TAG
-        summary_tag = _event.SUMMARY_TAG
-        small = _event.SMALL_VARINTS
-        varint = _event.varint
-        step_field = _event.step_field
-        scalar_heads = _event.scalar_heads
-        float32 = _event.float32
-        batch_max = _BATCH_CHECK_MAX
-        clock = time.perf_counter
-        last_step: int | None = None
-        step_part = b""
-        events: list[bytes | None] = []
-        append = events.append
-        settled = 0  # events[:settled] are validated, their metadata handled
-        maybe_meta: list[int] = []  # unsettled summaries holding a 0x4A byte
-        rejected: list[Exception] = []  # in the order of the calls
-        count = left = len(items)
-        source = iter(items)
-        deadline = clock() + _SLICE
-        while left:
-            n = _CHECK_EVERY if left > _CHECK_EVERY else left
-            left -= n
-            for kind, payload, step, wall_time, _size in itertools.islice(source, n):
-                if step != last_step:
-                    last_step = step
-                    step_part = step_field(step)
-                if kind == summary and len(payload) <= batch_max:
-                    if b"J" in payload:
-                        maybe_meta.append(len(events))
-                    size = len(payload)
-                    append(b"".join((wall(wall_tag, wall_time), step_part, summary_tag,
-                                     small[size] if size < 0x80 else varint(size), payload)))
-                    continue
-                if kind == SCALAR:
-                    try:
-                        tag, value = payload
-                        head = scalar_heads.get(tag) or _event.scalar_event_head(tag)
-                    except Exception as exc:  # noqa: BLE001 - e.g. a tag that is not UTF-8
-                        if settled < len(events):  # report the errors in call order
-                            self._settle(events, settled, maybe_meta, rejected)
-                            maybe_meta.clear()
-                            settled = len(events)
-                        rejected.append(exc)
-                    else:
-                        append(b"".join((wall(wall_tag, wall_time), step_part, head, float32(value))))
-                    continue
-                if settled < len(events):
-                    self._settle(events, settled, maybe_meta, rejected)
-                    maybe_meta.clear()
-                try:
-                    if kind == summary:
-                        data = check(payload, seen)
-                        # A large one: frame what came before it, then it by parts, so that
-                        # its bytes are copied once (into the batch), not into an event first.
-                        frame_records([e for e in events if e is not None], out)  # type: ignore[misc]
-                        events.clear()
-                        frame_parts((wall(wall_tag, wall_time) + step_part + summary_tag + varint(len(data)), data), out)
-                    elif kind == RAW_EVENT:
-                        append(payload)
-                    elif kind == DEFERRED:
-                        built = await asyncio.wrap_future(payload)
-                        for field, data in built:
-                            if field == summary:
-                                data = check(data, seen)
-                            append(encode(wall_time, step, field, data))
-                    else:
-                        append(encode(wall_time, step, kind, payload))
-                except Exception as exc:  # noqa: BLE001 - bad input found off the caller's thread
-                    rejected.append(exc)
-                settled = len(events)
-            if left and clock() < deadline:
-                continue
-            if settled < len(events):
-                self._settle(events, settled, maybe_meta, rejected)
-                maybe_meta.clear()
-            frame_records([e for e in events if e is not None] if rejected else events, out)  # type: ignore[arg-type]
-            for error in rejected:
-                # Never write what a reader would reject: count it, tell the caller.
-                with self._lock:
-                    self._rejected += 1
+        """Frame a batch (see :mod:`._encoder`); count and report the rejected events."""
+        count = len(items)
+        data, rejected = await _encoder.encode(items, self._seen_tags)
+        for error in rejected:
+            # Never write what a reader would reject: count it, tell the caller.
+            with self._lock:
+                self._rejected += 1
+            if isinstance(error, AsyncSummaryError):
+                # A deferred build job's own verdict (e.g. the WriteError of projector
+                # files that could not be written): raised as it is, with its cause.
+                self._report_error(error, None)
+            else:
                 self._report_error(InvalidEventError(f"event not written: {error}"), error)
-            events, rejected, settled = [], [], 0
-            append = events.append
-            if left:
-                time.sleep(0)  # let the training thread take the GIL
-                deadline = clock() + _SLICE
-        return _chunks(out), count
-
-    def _settle(
-        self, events: list[bytes | None], start: int, maybe_meta: list[int], rejected: list[Exception]
-    ) -> None:
-        """Validate ``events[start:]`` (built by :meth:`_encode`) and handle their metadata.
-
-        One parse checks them all; only when it fails, or when some of them carry plugin
-        metadata, are they checked one by one (in order, as ``check_summary`` would have
-        been called for each): a bad one becomes None and its error goes to ``rejected``,
-        repeated metadata is stripped.
-        """
-        if _event.events_valid(events[start:]):  # type: ignore[arg-type]
-            if not maybe_meta or not _event.any_metadata([events[i] for i in maybe_meta]):  # type: ignore[misc]
-                return
-            todo: Any = maybe_meta
-        else:
-            todo = range(start, len(events))
-        check, seen = _event.check_summary, self._seen_tags
-        for i in todo:
-            event: bytes = events[i]  # type: ignore[assignment]
-            data = _event.summary_of(event)
-            try:
-                checked = check(data, seen)
-            except Exception as exc:  # noqa: BLE001
-                events[i] = None
-                rejected.append(exc)
-                continue
-            if checked is not data:
-                events[i] = _event.with_summary(event, checked)
+        return data, count
 
     async def _open_sink(self) -> None:
-        previous = os.path.basename(self._files[-1]) if self._files else None
-        name = self._join(self._logdir, _event_file_name(self._suffix, previous))
-        sink = self._sink_factory(name)
-        await sink.open()
+        # An existing name is never an error and never truncated: take the next one.
+        for attempt in range(_OPEN_ATTEMPTS):
+            sink = self._sink_factory(self._join(self._logdir, _event_file_name(self._suffix)))
+            try:
+                await sink.open()
+                break
+            except FileExistsError:
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    raise
         self._sink = sink
         self._files.append(sink.name)
         self._file_bytes = 0
@@ -739,15 +751,17 @@ class WriterEngine:
 
     def _on_error(self, exc: BaseException) -> None:
         self._record_error(exc)
-        error = WriteError(f"writing events to {self._logdir!r} failed: {exc!r}")
+        error = WriteError(f"writing events to {self._display!r} failed: {exc!r}")
         self._report_error(error, exc)
         for _, future in self._waiters:
             if not future.done():
                 future.set_exception(error)
         self._waiters.clear()
 
-    def _report_error(self, error: AsyncSummaryError, cause: BaseException) -> None:
-        error.__cause__ = cause
+    def _report_error(self, error: AsyncSummaryError, cause: BaseException | None) -> None:
+        """Store ``error`` for the caller's next call; ``cause`` (None: keep its own)."""
+        if cause is not None:
+            error.__cause__ = cause
         with self._lock:
             self._report = error
             if self._blocked:
@@ -764,7 +778,7 @@ class WriterEngine:
         self._out = None
         self._out_events = 0
         error = WriteError(
-            f"closing the writer for {self._logdir!r} failed; {lost} events could not be "
+            f"closing the writer for {self._display!r} failed; {lost} events could not be "
             f"written and are lost: {exc!r}"
         )
         error.__cause__ = exc
@@ -788,35 +802,37 @@ class WriterEngine:
         self._waiters = keep
 
 
-_BIG_CHUNK = 1 << 16
-
-
-def _chunks(parts: list[bytes]) -> list[bytes]:
-    """The framed parts of a batch as few buffers, without copying large payloads.
-
-    Small parts are joined into one buffer (one write for thousands of events); a part
-    of 64 KiB or more (an image, say) stays the bytes object it is, since copying it
-    costs more than a write of its own (fresh pages fault one by one).
-    """
-    if not parts:
-        return []
-    if max(map(len, parts)) < _BIG_CHUNK:
-        return [b"".join(parts)]
-    chunks: list[bytes] = []
-    run: list[bytes] = []
-    for part in parts:
-        if len(part) >= _BIG_CHUNK:
-            if run:
-                chunks.append(b"".join(run))
-                run = []
-            chunks.append(part)
-        else:
-            run.append(part)
-    if run:
-        chunks.append(b"".join(run))
-    return chunks
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_names_after_fork)
 
 
 def _consume_exception(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _take_batch(
+    pending: collections.deque[tuple[int, Any, int, float, int]], guess: int, batch: int
+) -> tuple[list[tuple[int, Any, int, float, int]], int]:
+    """Pop one batch off the head of ``pending``: (items, their accounted bytes).
+
+    As many items as fit in ``batch`` bytes, and at least one. Called with the lock
+    held, so it pops ``guess`` items (the count that fills a batch at the deque's mean
+    event size) in one go and corrects the count item by item, instead of testing
+    every item's size in a Python loop.
+    """
+    popleft = pending.popleft
+    items = list(itertools.starmap(popleft, itertools.repeat((), min(max(guess, 1), len(pending)))))
+    taken = sum(map(_size_of, items))
+    while taken > batch and len(items) > 1:
+        item = items.pop()
+        pending.appendleft(item)
+        taken -= item[4]
+    while pending and taken + pending[0][4] <= batch:
+        item = popleft()
+        items.append(item)
+        taken += item[4]
+    return items, taken
+
+
+_size_of = operator.itemgetter(4)

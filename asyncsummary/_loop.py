@@ -5,7 +5,9 @@ imported (plain asyncio otherwise), and is fork-aware: a child process never tou
 the loop, thread or executor it inherited (they do not exist there); it starts its own
 on first use. Blocking calls (file I/O, sync storage clients) run on daemon threads
 (:class:`DaemonThreadPoolExecutor`), so a write that hangs in the kernel can never
-keep the interpreter from exiting.
+keep the interpreter from exiting. Each local event file has a one-thread executor of
+its own (``_sinks.FileSink``), so a hung file stalls no other writer; the loop's
+default executor serves the rest.
 """
 
 from __future__ import annotations

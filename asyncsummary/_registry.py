@@ -3,21 +3,31 @@
 At interpreter exit (``atexit``, which runs after non-daemon threads have finished)
 every engine still open is closed, all at once, within :data:`EXIT_TIMEOUT` seconds in
 total (each writer at most its ``close_timeout``), so a job that forgets ``close()``
-keeps its events and a dead storage server cannot hang the exit. A ``multiprocessing``
-child started by fork skips ``atexit``; there the same close runs from
-multiprocessing's exit finalizers. ``flush_all``/``aflush_all`` serve services and
-signal handlers.
+keeps its events and a dead storage server cannot hang the exit.
+
+A ``multiprocessing`` child (any start method: fork, spawn, forkserver; ``Pool``
+workers and DataLoader workers among them) ends with ``os._exit`` after running
+multiprocessing's exit finalizers, so ``atexit`` never runs there. The first writer
+registered in a process (whether the library was imported by the parent before a fork
+or by the child itself) therefore also installs the same close as a multiprocessing
+exit finalizer, once per pid. A child killed by a signal (``Pool.terminate()``) runs
+neither. ``flush_all``/``aflush_all`` serve services and signal handlers; they flush
+all writers at once, so one hung storage delays the others by nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ._errors import FlushTimeoutError
 
 if TYPE_CHECKING:
     from ._engine import WriterEngine
@@ -29,19 +39,34 @@ EXIT_TIMEOUT = 30.0
 
 _lock = threading.Lock()
 _engines: dict[int, WriterEngine] = {}
-_exit_hooked_pid = os.getpid()  # atexit covers this process (see below for others)
+_closing: dict[int, concurrent.futures.Future[None]] = {}  # closes still running
+_finalizer_pid = -1  # the process whose multiprocessing exit finalizer is installed
+
+#: Seconds a caller waits past the timeout for the threads that flush or close.
+_JOIN_GRACE = 2.0
+
+#: Multiprocessing runs exit finalizers of priority >= 0 first, in decreasing order.
+_EXIT_PRIORITY = 10
 
 
 def register(engine: WriterEngine) -> None:
     with _lock:
         _engines[id(engine)] = engine
-    if _exit_hooked_pid != os.getpid():
+        hook = _finalizer_pid != os.getpid()
+    if hook:
         _close_at_multiprocessing_exit()
 
 
 def unregister(engine: WriterEngine) -> None:
+    """``engine`` is closing: no longer open, but :func:`flush_all` waits for its close."""
+    key = id(engine)
     with _lock:
-        _engines.pop(id(engine), None)
+        _engines.pop(key, None)
+        # The engine's drain task; it ends when its close has written everything.
+        drain = getattr(engine, "_task_done", None)
+        if drain is not None and not drain.done():
+            _closing[key] = drain
+            drain.add_done_callback(lambda _: _closing.pop(key, None))
 
 
 def open_engines() -> list[WriterEngine]:
@@ -50,16 +75,24 @@ def open_engines() -> list[WriterEngine]:
 
 
 def flush_all(timeout: float = 30.0) -> None:
-    """Flush every open writer of the process; raise the first error after trying all."""
+    """Flush every open writer of the process; raise the first error after trying all.
+
+    The writers flush at the same time, each within ``timeout`` (the bound of the whole
+    call): one on hung storage costs the others nothing. The first error, in the order
+    the writers were opened, is raised once every flush has ended or timed out.
+
+    It also waits (within the same bound) for closes already under way: a signal that
+    lands while the main thread closes a writer (its own ``close()``, or the exit's)
+    must not end the process before that close has written what it holds.
+    """
     deadline = time.monotonic() + timeout
-    first: BaseException | None = None
-    for engine in open_engines():
-        try:
-            engine.flush(max(0.0, deadline - time.monotonic()))
-        except Exception as exc:  # noqa: BLE001 - every writer gets its flush
-            first = first or exc
-    if first is not None:
-        raise first
+    errors = _each_at_once(open_engines(), lambda engine: engine.flush(timeout), timeout)
+    with _lock:
+        closing = list(_closing.values())
+    concurrent.futures.wait(closing, max(0.0, deadline - time.monotonic()))
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 async def aflush_all(timeout: float = 30.0) -> None:
@@ -78,23 +111,41 @@ def close_all(timeout: float = EXIT_TIMEOUT) -> list[BaseException]:
     Each writer gets at most its own ``close_timeout`` of that (the writer's documented
     bound of close and exit), so a hung storage delays the exit only that long.
     """
-    engines = open_engines()
-    errors: list[BaseException] = []
+    errors = _each_at_once(
+        open_engines(), lambda engine: engine.close(min(timeout, engine.close_timeout)), timeout
+    )
+    return [error for error in errors if error is not None]
+
+
+def _each_at_once(
+    engines: list[WriterEngine], call: Callable[[WriterEngine], object], timeout: float
+) -> list[BaseException | None]:
+    """``call(engine)`` for every engine, each on its own daemon thread, all at once.
+
+    Returns each call's exception (None: it returned), in the order of ``engines``.
+    Waits at most ``timeout`` (+ a grace) in total; a call still running then (stuck
+    past its own bound) is left to its daemon thread and reported as a timeout.
+    """
+    errors: list[BaseException | None] = [None] * len(engines)
     threads = []
-    for engine in engines:
+    for i, engine in enumerate(engines):
 
-        def close(engine: Any = engine) -> None:
+        def run(i: int = i, engine: Any = engine) -> None:
             try:
-                engine.close(min(timeout, engine.close_timeout))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
+                call(engine)
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                errors[i] = exc
 
-        thread = threading.Thread(target=close, name="asyncsummary-exit", daemon=True)
+        thread = threading.Thread(target=run, name="asyncsummary-all", daemon=True)
         thread.start()
         threads.append(thread)
-    deadline = time.monotonic() + timeout + 2.0
-    for thread in threads:
+    deadline = time.monotonic() + timeout + _JOIN_GRACE
+    for i, thread in enumerate(threads):
         thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive() and errors[i] is None:
+            errors[i] = FlushTimeoutError(
+                f"writer for {engines[i].display_logdir!r} did not finish within {timeout:g} s"
+            )
     return errors
 
 
@@ -107,23 +158,30 @@ def _close_at_exit() -> None:
 def _close_at_multiprocessing_exit() -> None:
     """In a ``multiprocessing`` child, close the writers from its exit finalizers.
 
-    A child started with the fork method (DataLoader workers, ``Pool``) ends with
-    ``os._exit``, so ``atexit`` never runs there; multiprocessing's own exit
-    finalizers do. (Registered on the first writer, after multiprocessing has reset
-    the finalizers it inherited.)
+    Every start method ends a child with ``os._exit`` (fork and forkserver) or after
+    its own bootstrap (spawn), so ``atexit`` may never run there; multiprocessing's
+    exit finalizers always do. Installed on the first writer of each process, after
+    multiprocessing has cleared the finalizers a forked child inherits, and whether the
+    library came from the parent or was first imported in the child. Where
+    ``multiprocessing`` was never imported, the process is no child of it: ``atexit``
+    covers it.
     """
-    global _exit_hooked_pid
-    _exit_hooked_pid = os.getpid()
+    global _finalizer_pid
+    with _lock:
+        if _finalizer_pid == os.getpid():
+            return
+        _finalizer_pid = os.getpid()
     process = sys.modules.get("multiprocessing.process")
     if process is not None and process.parent_process() is not None:
         from multiprocessing import util
 
-        util.Finalize(None, _close_at_exit, exitpriority=10)
+        util.Finalize(None, _close_at_exit, exitpriority=_EXIT_PRIORITY)
 
 
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()
+    _closing.clear()  # the parent's closes: never to finish here
     for engine in list(_engines.values()):
         engine.after_fork_in_child()
 

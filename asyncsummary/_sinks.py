@@ -4,20 +4,32 @@ The engine talks to storage only through :class:`Sink`; the local file sink belo
 the remote (fsspec) sink and the slow or failing sinks in :mod:`asyncsummary.testing`
 are implementations of it, never flags inside one class. Every method runs on the
 background loop and is awaited one at a time per sink, so a sink needs no locking.
+
+Each local file sink runs its blocking calls on its own single daemon thread, never on
+a pool shared with other writers: a write stuck in the kernel on a hung mount (NFS,
+FUSE) holds that one thread and stalls that one file, while every other writer of the
+process goes on. The price is one thread per open file, and a thread stuck in a
+syscall that never returns cannot be reclaimed: it is leaked (a daemon thread, so it
+never keeps the process from exiting), at most one per hung file.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import errno
+import functools
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiofiles
-import aiofiles.os
+
+from ._loop import DaemonThreadPoolExecutor
 
 __all__ = ["FileSink", "Sink", "SinkFactory"]
+
+T = TypeVar("T")
 
 
 class Sink(abc.ABC):
@@ -56,30 +68,49 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call of this sink's storage (the loop's shared pool here).
+
+        Sinks with a thread of their own (:class:`FileSink`) run it there, so that
+        slow or stalled test sinks (:mod:`asyncsummary.testing`) block the thread a
+        real hung write would block.
+        """
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
 
 #: Makes the sink for one event file from its full path (or URL).
 SinkFactory = Callable[[str], Sink]
 
-_fstat = aiofiles.os.wrap(os.fstat)  # type: ignore[attr-defined]
-_fsync = aiofiles.os.wrap(os.fsync)  # type: ignore[attr-defined]
-
 
 class FileSink(Sink):
-    """A local event file, written through aiofiles on the loop's daemon-thread executor.
+    """A local event file, written through aiofiles on a daemon thread of its own.
 
     The file is unbuffered (``buffering=0``): each :meth:`write` is one ``write(2)``,
     so once it returns the bytes are in the OS and any other process can read them.
+    Its calls run on its own one-thread executor (see the module docstring), made on
+    :meth:`open` and let go on :meth:`close` without waiting for a stuck call.
     """
 
     def __init__(self, path: str) -> None:
         self.name = path
         self._file: Any = None
+        self._executor: DaemonThreadPoolExecutor | None = None
+
+    def _own_executor(self) -> DaemonThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = DaemonThreadPoolExecutor(1, thread_name_prefix="asyncsummary-file")
+        return self._executor
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._own_executor(), fn, *args)
 
     async def open(self) -> None:
         folder = os.path.dirname(self.name)
         if folder:
-            await aiofiles.os.makedirs(folder, exist_ok=True)
-        self._file = await aiofiles.open(self.name, "xb", buffering=0)
+            await self.run_blocking(functools.partial(os.makedirs, folder, exist_ok=True))
+        self._file = await aiofiles.open(
+            self.name, "xb", buffering=0, executor=self._own_executor()
+        )
 
     async def write(self, data: memoryview) -> int:
         n = await self._file.write(data)
@@ -88,13 +119,18 @@ class FileSink(Sink):
     async def flush(self, sync: bool, *, explicit: bool = True) -> None:
         fd = self._file.fileno()
         if sync:
-            await _fsync(fd)
-        if (await _fstat(fd)).st_nlink == 0:
+            await self.run_blocking(os.fsync, fd)
+        if (await self.run_blocking(os.fstat, fd)).st_nlink == 0:
             raise FileNotFoundError(
                 errno.ENOENT, "event file was removed while it was being written", self.name
             )
 
     async def close(self) -> None:
-        if self._file is not None:
-            file, self._file = self._file, None
-            await file.close()
+        try:
+            if self._file is not None:
+                file, self._file = self._file, None
+                await file.close()
+        finally:
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=False)  # its thread ends once idle

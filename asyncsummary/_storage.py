@@ -5,7 +5,8 @@ appended to. Any other URL (``s3://``, ``gs://``, ``az://``, ``memory://``,
 chained ``a::b://`` URLs) gets segment objects through :class:`RemoteSinkFactory`.
 The URL's filesystem class is looked up here, on the caller's thread, so a missing
 backend (``pip install asyncsummary[s3]``) or an unknown protocol is reported by the
-writer's constructor rather than later on the background side.
+writer's constructor rather than later on the background side. Messages about a
+URL show it with its credentials masked (:func:`~asyncsummary._redact.redact_url`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ._redact import redact_url
 from ._sinks import SinkFactory
 
 __all__ = ["Location", "is_url", "resolve_logdir"]
@@ -24,9 +26,14 @@ _LOCAL_PROTOCOLS = ("file", "local")
 
 @dataclasses.dataclass(frozen=True)
 class Location:
-    logdir: str  #: as shown to the user and to readers
+    logdir: str  #: as given: what get_logdir() returns and the store needs
     sink_factory: SinkFactory | None  #: None: the local file sink
     join: Callable[[str, str], str]  #: joins the logdir and a file name
+    display: str = ""  #: the logdir for messages and reprs: credentials masked
+
+    def __post_init__(self) -> None:
+        if not self.display:
+            object.__setattr__(self, "display", redact_url(self.logdir))
 
 
 def is_url(path: str) -> bool:
@@ -42,7 +49,9 @@ def _local(path: str) -> Location:
     """A local folder. Files go under its absolute path, fixed now: a relative logdir
     must not follow a later ``os.chdir`` (files are created on the background side)."""
     root = os.path.abspath(path)
-    return Location(logdir=path, sink_factory=None, join=lambda _logdir, name: os.path.join(root, name))
+    return Location(
+        logdir=path, sink_factory=None, join=lambda _logdir, name: os.path.join(root, name)
+    )
 
 
 def resolve_logdir(logdir: Any, storage_options: dict[str, Any] | None) -> Location:
@@ -59,6 +68,8 @@ def resolve_logdir(logdir: Any, storage_options: dict[str, Any] | None) -> Locat
     if is_url(path):
         import fsspec.core
 
+        shown = redact_url(path)
+
         protocol = fsspec.core.split_protocol(path.split("::")[-1])[0]
         if protocol in _LOCAL_PROTOCOLS and "::" not in path:
             if storage_options is not None:
@@ -70,17 +81,17 @@ def resolve_logdir(logdir: Any, storage_options: dict[str, Any] | None) -> Locat
                 try:
                     fsspec.get_filesystem_class(part_protocol)
                 except ValueError as exc:
-                    raise ValueError(f"logdir {path!r}: unknown protocol ({exc})") from None
+                    raise ValueError(f"logdir {shown!r}: unknown protocol ({exc})") from None
                 except ImportError as exc:  # a known store whose package is missing
                     raise ImportError(
-                        f"logdir {path!r}: {exc} (or install the asyncsummary[s3], [gcs] "
+                        f"logdir {shown!r}: {exc} (or install the asyncsummary[s3], [gcs] "
                         "or [azure] extra)"
                     ) from exc
         from ._remote import RemoteSinkFactory
 
         url = path.rstrip("/")
         if url.endswith(":/") or url.endswith(":"):
-            raise ValueError(f"logdir URL has no bucket or folder: {path!r}")
+            raise ValueError(f"logdir URL has no bucket or folder: {shown!r}")
         return Location(logdir=url, sink_factory=RemoteSinkFactory(storage_options), join=_join_url)
     if storage_options is not None:
         raise ValueError("storage_options are only for remote (URL) logdirs")

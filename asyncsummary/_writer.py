@@ -11,16 +11,27 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from types import TracebackType
 from typing import Any
 
 from . import _event
-from ._engine import DEFERRED, RAW_EVENT, SCALAR, Policy, WriterEngine, WriterStats
+from ._engine import (
+    DEFERRED,
+    RAW_EVENT,
+    SCALAR,
+    Policy,
+    WriterEngine,
+    WriterStats,
+    longest_event_file_name,
+)
+from ._plugin_assets import write_plugin_assets
 from ._sinks import FileSink, SinkFactory
 from ._storage import resolve_logdir
 
 __all__ = ["AsyncSummaryWriter"]
 
+_NAME_MAX = 255  # bytes in a file name, on every common file system and object store
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
@@ -74,15 +85,52 @@ def _unencodable(name: str) -> bool:
     return False
 
 
+def _check_graph_def(data: bytes) -> None:
+    """Bytes given as a graph must parse as a GraphDef: TensorBoard's graph loader
+    rejects anything else, and once written it cannot be taken back."""
+    from tensorboard.compat.proto import graph_pb2
+
+    try:
+        graph_pb2.GraphDef.FromString(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise ValueError(f"graph bytes are not a serialized GraphDef: {exc}") from None
+
+
+#: The longest timeout accepted (about 31 years): a larger one overflows the loop's and
+#: the threads' timers later, on the background side, where it would lose events.
+MAX_SECONDS = 1e9
+
+
 def _timeout(timeout: Any, default: float) -> float:
     """A flush/close timeout: None (the writer's default) or a finite number >= 0."""
     if timeout is None:
         return default
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
-    if not (math.isfinite(timeout) and timeout >= 0):
-        raise ValueError(f"timeout must be finite and >= 0, got {timeout!r}")
+    if not (math.isfinite(timeout) and 0 <= timeout <= MAX_SECONDS):
+        raise ValueError(f"timeout must be between 0 and {MAX_SECONDS:g} s, got {timeout!r}")
     return float(timeout)
+
+
+def close_leaving_with(close: Any, exc: BaseException | None) -> None:
+    """``close()`` on leaving a ``with``: its error is raised, unless the body raised."""
+    if exc is None:
+        close()
+        return
+    try:
+        close()
+    except Exception as error:  # noqa: BLE001 - never hide the body's own exception
+        _note_close_error(exc, error)
+
+
+def _note_close_error(exc: BaseException, error: BaseException) -> None:
+    """The body of a ``with`` raised and closing failed too: the body's exception goes
+    on (a FlushTimeoutError must not replace a training crash), carrying the close's
+    error in its notes (Python >= 3.11) and as a warning that names both."""
+    message = f"asyncsummary: closing the writer after {type(exc).__name__} also failed: {error!r}"
+    if hasattr(exc, "add_note"):
+        exc.add_note(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 class AsyncSummaryWriter:
@@ -108,6 +156,17 @@ class AsyncSummaryWriter:
         fsync: fsync the file on every flush (slower, survives power loss).
         block_timeout: Longest time a ``"block"`` add waits for room, then raises.
         flush_timeout: Default timeout of ``flush()``/``aflush()``.
+        flush_waits: True (default): ``flush()`` returns once the events are written.
+            False: ``flush()`` only asks the background loop to write and flush them
+            and returns at once, for frameworks that call ``flush()`` after every
+            logged step (Lightning, Hugging Face, accelerate); requests in a burst
+            are coalesced, written within about 0.1 s (or once the storage is free
+            again). What it trades: a
+            returned ``flush()`` no longer means "on disk", so a crash right after it
+            loses what the loop had not written yet (``close()``, exit and the
+            ``flush_secs`` timer still bound that loss, as without any flush), and a
+            write error is raised by the next call (add, flush or close) instead of by
+            the flush that covered it. ``close()`` always waits.
         close_timeout: Default timeout of ``close()``/``aclose()`` and of exit.
         max_file_bytes: Start a new event file (named to sort later) past this size.
         batch_bytes: Pending bytes that wake the background loop before the timer does.
@@ -130,6 +189,7 @@ class AsyncSummaryWriter:
         fsync: bool = False,
         block_timeout: float = 60.0,
         flush_timeout: float = 60.0,
+        flush_waits: bool = True,
         close_timeout: float = 30.0,
         max_file_bytes: int | None = None,
         batch_bytes: int = 512 << 10,
@@ -148,8 +208,8 @@ class AsyncSummaryWriter:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number, got {value!r}")
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be positive and finite, got {value!r}")
+            if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+                raise ValueError(f"{name} must be positive and at most {MAX_SECONDS:g} s, got {value!r}")
         for name, size in (("max_pending_bytes", max_pending_bytes), ("batch_bytes", batch_bytes)):
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
                 raise ValueError(f"{name} must be a positive int, got {size!r}")
@@ -163,6 +223,10 @@ class AsyncSummaryWriter:
             raise ValueError(f"filename_suffix must not contain a path separator: {filename_suffix!r}")
         if filename_suffix and ("\x00" in filename_suffix or _unencodable(filename_suffix)):
             raise ValueError(f"filename_suffix is not a valid file name part: {filename_suffix!r}")
+        if filename_suffix and longest_event_file_name(filename_suffix) > _NAME_MAX:
+            raise ValueError(
+                f"filename_suffix is too long: event file names would exceed {_NAME_MAX} bytes"
+            )
         if sink_factory is not None and not callable(sink_factory):
             raise TypeError(f"sink_factory must be callable, got {sink_factory!r}")
         try:
@@ -172,8 +236,12 @@ class AsyncSummaryWriter:
             raise ValueError(f"policy must be one of {choices}, got {policy!r}") from None
         location = resolve_logdir(logdir, storage_options)
         if _unencodable(location.logdir):  # else every write would fail, on the loop
-            raise ValueError(f"logdir is not a valid path: {location.logdir!r}")
+            raise ValueError(f"logdir is not a valid path: {location.display!r}")
+        self._storage_options = storage_options
+        if not isinstance(flush_waits, bool):
+            raise TypeError(f"flush_waits must be a bool, got {flush_waits!r}")
         self._flush_timeout = float(flush_timeout)
+        self._flush_waits = flush_waits
         self._close_timeout = float(close_timeout)
         self._seen_run_metadata_tags: set[str] = set()
         self._engine_options: dict[str, Any] = dict(
@@ -188,6 +256,7 @@ class AsyncSummaryWriter:
             batch_bytes=batch_bytes,
             max_file_bytes=max_file_bytes,
             close_timeout=float(close_timeout),
+            display_logdir=location.display,
         )
         self._logdir = location.logdir
         self._engine = WriterEngine(self._logdir, **self._engine_options)
@@ -200,11 +269,12 @@ class AsyncSummaryWriter:
         """The directory (or URL) this writer writes to."""
         return self._logdir
 
-    def add_summary(self, summary: Any, global_step: Any = None) -> None:
+    def add_summary(self, summary: Any, global_step: Any = None, walltime: Any = None) -> None:
         """Queue a ``Summary`` (serialized bytes, as a session returns them, or a proto).
 
         Bytes are not parsed here: they are validated, and plugin metadata is kept only
-        on the first value of each tag, on the background side.
+        on the first value of each tag, on the background side. ``walltime`` (seconds
+        since the epoch; default now) is torch's ``FileWriter.add_summary`` argument.
         """
         if type(summary) is bytes:
             data = summary
@@ -215,7 +285,8 @@ class AsyncSummaryWriter:
         else:
             raise TypeError(f"summary must be bytes or a Summary proto, not {type(summary).__name__}")
         step = global_step if type(global_step) is int and _INT64_MIN <= global_step <= _INT64_MAX else _step(global_step)
-        self._engine.add(_event.SUMMARY, data, step, time.time(), len(data))
+        wall_time = time.time() if walltime is None else _wall_time(walltime)
+        self._engine.add(_event.SUMMARY, data, step, wall_time, len(data))
 
     def add_scalar(self, tag: str, value: Any, global_step: Any = None, walltime: Any = None) -> None:
         """Queue one scalar (``simple_value``, float32 like TF's scalar summaries)."""
@@ -235,10 +306,20 @@ class AsyncSummaryWriter:
         wall_time = time.time() if walltime is None else _wall_time(walltime)
         self._engine.add(SCALAR, (tag, value), step, wall_time, len(tag) * 4 + 8)
 
-    def add_event(self, event: Any) -> None:
-        """Queue a whole ``Event`` proto (its own wall_time and step are kept)."""
+    def add_event(self, event: Any, step: Any = None, walltime: Any = None) -> None:
+        """Queue a whole ``Event`` proto, as it is (TF's ``add_event(event)``).
+
+        ``step`` and ``walltime`` are torch's ``FileWriter.add_event`` arguments: given,
+        they replace the event's own fields (in a copy; the caller's proto is untouched).
+        """
         if not _is_message(event, "Event"):  # its bytes are written as they are
             raise TypeError(f"event must be an Event proto, not {type(event).__name__}")
+        if step is not None or walltime is not None:
+            event = type(event).FromString(event.SerializeToString())
+            if step is not None:
+                event.step = _step(step)
+            if walltime is not None:
+                event.wall_time = _wall_time(walltime)
         data = event.SerializeToString()
         self._engine.add(RAW_EVENT, data, 0, 0.0, len(data))
 
@@ -256,8 +337,10 @@ class AsyncSummaryWriter:
         graph = graph if graph is not None else graph_def
         if hasattr(graph, "as_graph_def"):
             data = graph.as_graph_def(add_shapes=True).SerializeToString()
-        elif isinstance(graph, bytes):
-            data = graph
+            write_plugin_assets(graph, self._logdir, self._storage_options)
+        elif isinstance(graph, (bytes, bytearray, memoryview)):
+            data = bytes(graph)
+            _check_graph_def(data)
         elif _is_message(graph, "GraphDef"):
             data = graph.SerializeToString()
         else:
@@ -296,8 +379,15 @@ class AsyncSummaryWriter:
         (fsynced with ``fsync=True``; uploaded, for a remote logdir.) Raises
         :class:`WriteError` if they could not be written, or :class:`FlushTimeoutError`
         after ``timeout`` (default ``flush_timeout``); the events stay queued either way.
+
+        With ``flush_waits=False`` it only asks for the write and returns at once; it
+        still raises an error stored since the last call (see the class docstring).
         """
-        self._engine.flush(_timeout(timeout, self._flush_timeout))
+        timeout = _timeout(timeout, self._flush_timeout)
+        if self._flush_waits:
+            self._engine.flush(timeout)
+        else:
+            self._engine.request_flush()
 
     def close(self, timeout: float | None = None) -> None:
         """Flush and close. Idempotent; returns within ``timeout`` (default ``close_timeout``)."""
@@ -310,14 +400,26 @@ class AsyncSummaryWriter:
 
     # --------------------------------------------------------------------- async API
     async def aflush(self, timeout: float | None = None) -> None:
-        """``flush()`` for coroutines: the calling loop keeps running while it waits."""
-        await self._engine.aflush(_timeout(timeout, self._flush_timeout))
+        """``flush()`` for coroutines: the calling loop keeps running while it waits.
+
+        With ``flush_waits=False`` it asks for the write and returns, as ``flush()``.
+        """
+        timeout = _timeout(timeout, self._flush_timeout)
+        if self._flush_waits:
+            await self._engine.aflush(timeout)
+        else:
+            self._engine.request_flush()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """``close()`` for coroutines."""
         await self._engine.aclose(_timeout(timeout, self._close_timeout))
 
     # ----------------------------------------------------------------------- extras
+    @property
+    def flush_waits(self) -> bool:
+        """Whether ``flush()`` waits for the write (the ``flush_waits`` option)."""
+        return self._flush_waits
+
     @property
     def closed(self) -> bool:
         """True after ``close()`` (until ``reopen()``)."""
@@ -345,14 +447,20 @@ class AsyncSummaryWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        close_leaving_with(self.close, exc)
 
     async def __aenter__(self) -> AsyncSummaryWriter:
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        await self.aclose()
+        if exc is None:
+            await self.aclose()
+            return
+        try:
+            await self.aclose()
+        except Exception as error:  # noqa: BLE001 - never hide the body's own exception
+            _note_close_error(exc, error)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<AsyncSummaryWriter {self._logdir!r} {state}>"
+        return f"<AsyncSummaryWriter {self._engine_options['display_logdir']!r} {state}>"

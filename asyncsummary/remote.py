@@ -30,16 +30,16 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ._redact import redact_url, scrub, secrets_of
 from ._remote import (
     RemoteSinkFactory,
-    claim_orphans,
     default_spool_root,
     logdir_key,
     open_store,
-    read_logdir_file,
     scan_records,
     segment_object_name,
 )
+from ._spool import UnsafeSpoolError, UserSpool, claim_orphans
 
 __all__ = [
     "RemoteSinkFactory",
@@ -91,7 +91,9 @@ def read_events(logdir: str, storage_options: dict[str, Any] | None = None) -> I
             yield event_pb2.Event.FromString(payload)
 
 
-def download(logdir: str, dest: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> list[str]:
+def download(
+    logdir: str, dest: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> list[str]:
     """Copy a remote run's event objects into the local folder ``dest``; their paths."""
     fs, _ = _fs(logdir, storage_options)
     os.makedirs(dest, exist_ok=True)
@@ -113,51 +115,92 @@ def upload_spool(
 ) -> list[str]:
     """Upload the segments that dead writers left in the spool; the URLs uploaded.
 
+    Only this user's folder of the spool root is read (``uid-<uid>``, checked as
+    writers check it: :class:`~asyncsummary._spool.UnsafeSpoolError` if it is not
+    this user's alone), and a folder or file in it that is not this user's alone is
+    skipped. Each logdir's segments go only to the URL its folder was made for: the
+    one recorded there, which must hash to the folder's name. A URL with credentials
+    is recorded masked, so pass it in ``logdirs`` (the spool never stores a secret).
+
     ``logdirs``: only these logdirs' spools (default: every logdir in the spool).
     Folders of live writers (whose lock is held) are left alone. A segment that
     still fails after ``attempts`` tries stays in the spool, and an ``OSError``
     naming it is raised after the other logdirs were tried.
     """
     root = os.fspath(spool_dir) if spool_dir is not None else default_spool_root()
-    wanted = None if logdirs is None else {logdir_key(url.rstrip("/")) for url in logdirs}
-    try:
-        keys = sorted(os.listdir(root))
-    except FileNotFoundError:
+    wanted = (
+        None
+        if logdirs is None
+        else {logdir_key(url.rstrip("/")): url.rstrip("/") for url in logdirs}
+    )
+    spool = UserSpool.open(root, create=False)
+    if spool is None:
         return []
     uploaded: list[str] = []
     failures: list[str] = []
-    for key in keys:
-        if wanted is not None and key not in wanted:
-            continue
-        key_dir = os.path.join(root, key)
-        logdir = read_logdir_file(key_dir)
-        if logdir is None:
-            continue
-        store, root_path = None, ""
-        for folder, segments in claim_orphans(key_dir):
+    try:
+        for key in spool.logdir_keys():
+            if wanted is not None and key not in wanted:
+                continue
             try:
-                if store is None:
-                    store, root_path = open_store(logdir, dict(storage_options or {}), None)
-                for segment in segments:
-                    name = segment_object_name(folder.event_file, segment.index)
-                    with open(segment.path, "rb") as f:
-                        data = f.read()
-                    _put(store.fs, f"{root_path}/{name}", data, attempts)
-                    os.unlink(segment.path)
-                    uploaded.append(f"{logdir}/{name}")
-            except Exception as exc:  # noqa: BLE001 - report it, try the other folders
-                failures.append(f"{logdir}/{folder.event_file}: {exc!r}")
+                folder_of_logdir, recorded = spool.open_logdir(key)
+            except UnsafeSpoolError as exc:
+                failures.append(str(exc.strerror))
+                continue
+            try:
+                logdir = wanted[key] if wanted is not None else recorded
+                if logdir is None:
+                    failures.append(
+                        f"{os.path.join(spool.path, key)}: its logdir file does not name the URL "
+                        "this folder was made for (a URL with credentials is recorded masked): "
+                        "pass the URL as LOGDIR"
+                    )
+                    continue
+                _upload_logdir(
+                    folder_of_logdir, logdir, storage_options, attempts, uploaded, failures
+                )
             finally:
-                folder.dispose()
+                folder_of_logdir.close()
+    finally:
+        spool.close()
     if failures:
-        raise OSError("some spooled segments could not be uploaded (kept in the spool): " + "; ".join(failures))
+        raise OSError(
+            "some spooled segments could not be uploaded (kept in the spool): "
+            + "; ".join(failures)
+        )
     return uploaded
 
 
-def _put(fs: Any, path: str, data: bytes, attempts: int) -> None:
+def _upload_logdir(
+    folder_of_logdir: Any,
+    logdir: str,
+    storage_options: dict[str, Any] | None,
+    attempts: int,
+    uploaded: list[str],
+    failures: list[str],
+) -> None:
+    shown, hidden = redact_url(logdir), secrets_of(logdir)
+    store = None
+    root_path = ""
+    for folder, segments in claim_orphans(folder_of_logdir):
+        try:
+            if store is None:
+                store, root_path = open_store(logdir, dict(storage_options or {}), None)
+            for segment in segments:
+                name = segment_object_name(folder.event_file, segment.index)
+                _put(store, f"{root_path}/{name}", folder.read(segment), attempts)
+                folder.remove(segment)
+                uploaded.append(f"{shown}/{name}")
+        except Exception as exc:  # noqa: BLE001 - report it, try the other folders
+            failures.append(scrub(f"{shown}/{folder.event_file}: {exc!r}", hidden))
+        finally:
+            folder.dispose()
+
+
+def _put(store: Any, path: str, data: bytes, attempts: int) -> None:
     for attempt in range(attempts):
         try:
-            fs.pipe_file(path, data)
+            store.put_blocking(path, data)
             return
         except Exception:
             if attempt == attempts - 1:
@@ -168,7 +211,9 @@ def _put(fs: Any, path: str, data: bytes, attempts: int) -> None:
 # --------------------------------------------------------------------- command
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m asyncsummary.remote``: ``upload-spool``, ``ls``, ``download``."""
-    parser = argparse.ArgumentParser(prog="python -m asyncsummary.remote", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m asyncsummary.remote", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upload-spool", help="upload what killed writers left in the spool")
     up.add_argument("logdirs", nargs="*", help="only these logdir URLs (default: all in the spool)")
@@ -186,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--storage-options must be a JSON object")
     if args.command == "upload-spool":
         try:
-            urls = upload_spool(args.logdirs or None, storage_options=options, spool_dir=args.spool_dir)
+            urls = upload_spool(
+                args.logdirs or None, storage_options=options, spool_dir=args.spool_dir
+            )
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -6,20 +6,24 @@ writer through ``sink_factory``::
     gate = threading.Event()
     w = AsyncSummaryWriter(logdir, sink_factory=lambda p: GatedSink(FileSink(p), gate))
 
-Latency is injected as a *blocking* sleep on the I/O executor thread, before the real
+Latency is injected as a *blocking* sleep on the thread that runs the wrapped sink's
+storage calls (``Sink.run_blocking``: a file sink's own thread), before the real
 write, which is how a slow NFS or FUSE write looks to a process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import threading
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ._sinks import Sink
 
 __all__ = ["DelayedSink", "FailingSink", "GatedSink", "WrappedSink"]
+
+T = TypeVar("T")
 
 
 class WrappedSink(Sink):
@@ -41,6 +45,9 @@ class WrappedSink(Sink):
     async def close(self) -> None:
         await self.inner.close()
 
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.inner.run_blocking(fn, *args)
+
 
 class DelayedSink(WrappedSink):
     """Every write (and flush) first blocks an executor thread for ``delay`` seconds."""
@@ -51,7 +58,7 @@ class DelayedSink(WrappedSink):
         self.writes = 0
 
     async def write(self, data: memoryview) -> int:
-        await asyncio.get_running_loop().run_in_executor(None, time.sleep, self.delay)
+        await self.inner.run_blocking(time.sleep, self.delay)
         self.writes += 1
         return await self.inner.write(data)
 
@@ -59,8 +66,9 @@ class DelayedSink(WrappedSink):
 class GatedSink(WrappedSink):
     """Writes wait until ``gate`` (a ``threading.Event``) is set: a stalled storage.
 
-    ``entered`` is set when a write starts waiting, so tests can wait for the stall
-    with an Event instead of a sleep.
+    The wait blocks the thread a hung write would block (the wrapped sink's, see
+    ``Sink.run_blocking``). ``entered`` is set when a write starts waiting, so tests
+    can wait for the stall with an Event instead of a sleep.
     """
 
     def __init__(self, inner: Sink, gate: threading.Event) -> None:
@@ -71,7 +79,7 @@ class GatedSink(WrappedSink):
     async def write(self, data: memoryview) -> int:
         if not self.gate.is_set():
             self.entered.set()
-            await asyncio.get_running_loop().run_in_executor(None, self.gate.wait)
+            await self.inner.run_blocking(self.gate.wait)
         return await self.inner.write(data)
 
 

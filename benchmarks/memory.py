@@ -1,28 +1,44 @@
-"""Memory while the storage is stalled and events keep coming: the bound holds.
+"""Memory while the storage is stalled or slow and events keep coming: the bound holds.
 
-A writer whose sink is stalled (``asyncsummary.testing.GatedSink``, gate closed)
-receives a flood of summaries (about a scalar's size, and 1 KiB), four times
-``max_pending_bytes`` in all (counted as the writer counts: payload + ``ITEM_OVERHEAD``):
+The target: what a writer holds stays within ``max_pending_bytes`` (the pending
+events, counted as the writer counts: payload + ``ITEM_OVERHEAD``) plus one batch
+(``batch_bytes``: what the drain took off the queue and is framing and writing).
+Each case floods one writer with four times ``max_pending_bytes`` of summaries:
 
-* ``drop_oldest``: every add returns at once; the oldest pending events are dropped
-  (counted in ``stats().dropped``) so that the pending bytes stay within the bound.
-* ``block`` (the default policy) with a short ``block_timeout``: adds return until
-  the bound is reached; the next one waits, then raises ``PendingLimitError``.
+* **stalled** storage (``asyncsummary.testing.GatedSink``, gate closed), summaries
+  about a scalar's size, 1 KiB and 16 KiB:
+
+  * ``drop_oldest``: every add returns at once; the oldest pending events are dropped
+    (counted in ``stats().dropped``) so that the pending bytes stay within the bound.
+  * ``block`` (the default policy) with a short ``block_timeout``: adds return until
+    the bound is reached; the next one waits, then raises ``PendingLimitError``.
+
+* **slow but moving** storage (``asyncsummary.testing.DelayedSink``: every write
+  first blocks the file's thread for 5 ms, as a slow NFS write does), ``block``
+  policy, tiny and 16 KiB summaries: the flood goes through at the storage's pace,
+  the caller waiting for room, while the drain frames and writes batch after batch.
 
 Each runs in a fresh child process, so its resident set is its own: the peak RSS
-(``VmHWM``) over the flood, minus the RSS just before it, is compared with
-``max_pending_bytes``, next to ``stats().peak_pending_bytes`` (the writer's own
-accounting: payload plus ``ITEM_OVERHEAD`` bytes per event). Then the gate opens and the writer
-closes, writing what it kept. The drain may hold one more batch (the one stalled in
-the sink) beyond the bound, by design.
+(``VmHWM``, reset just before the flood) minus the RSS just before it is compared
+with ``max_pending_bytes`` (``growth/bound``) and with the bound plus one batch
+(``growth/(bound+batch)``: at most 1 is the target, allocator slack aside), next to
+``stats().peak_pending_bytes`` (the writer's own accounting). Then the writer closes,
+writing what it kept.
+
+``--before REF`` runs every case a second time on the library as of git ``REF``
+(extracted to a temporary folder; the benchmark code is this one), for a
+before/after table in one run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 import time
 from typing import Any
@@ -31,8 +47,15 @@ from . import command_line, jsonable, temp_logdir
 
 __all__ = ["main", "run"]
 
-#: Serialized summary sizes flooded: about a scalar's, and 1 KiB.
-EVENT_SIZES = (32, 1024)
+#: Serialized summary sizes flooded into a stalled sink: about a scalar's, 1 KiB, 16 KiB.
+EVENT_SIZES = (32, 1024, 16384)
+
+#: Sizes flooded into slow but moving storage, and its pause before every write.
+SLOW_EVENT_SIZES = (32, 16384)
+SLOW_WRITE_SECONDS = 0.005
+
+#: The writers' batch (AsyncSummaryWriter's default).
+BATCH_BYTES = 512 << 10
 
 
 def _rss_kib(field: str) -> int:
@@ -53,11 +76,11 @@ def _reset_peak() -> bool:
         return False
 
 
-def flood(policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[str, Any]:
-    """In this process: stall a writer, flood it, measure; then release and close."""
+def flood(storage: str, policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[str, Any]:
+    """In this process: stall (or slow down) a writer, flood it, measure; then close."""
     from asyncsummary import AsyncSummaryWriter, FileSink, PendingLimitError
     from asyncsummary._engine import ITEM_OVERHEAD
-    from asyncsummary.testing import GatedSink
+    from asyncsummary.testing import DelayedSink, GatedSink
 
     from . import image_summary_bytes
 
@@ -66,31 +89,39 @@ def flood(policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[
     # ``factor`` times the bound, counted as the writer counts (payload + ITEM_OVERHEAD).
     count = factor * max_pending // (len(template) + 8 + ITEM_OVERHEAD)
     gate = threading.Event()
-    sinks: list[GatedSink] = []
+    sinks: list[Any] = []
 
-    def sink_factory(path: str) -> GatedSink:
-        sink = GatedSink(FileSink(path), gate)
+    def sink_factory(path: str) -> Any:
+        sink = GatedSink(FileSink(path), gate) if storage == "stalled" else DelayedSink(FileSink(path), SLOW_WRITE_SECONDS)
         sinks.append(sink)
         return sink
 
     with temp_logdir("asb-mem-") as logdir:
         writer = AsyncSummaryWriter(
-            logdir, max_pending_bytes=max_pending, policy=policy, block_timeout=0.5, sink_factory=sink_factory
+            logdir,
+            max_pending_bytes=max_pending,
+            policy=policy,
+            block_timeout=0.5 if storage == "stalled" else 300,
+            batch_bytes=BATCH_BYTES,
+            sink_factory=sink_factory,
         )
         try:
-            # Stall the writer first: one event, flushed into the closed gate.
             writer.add_summary(template + bytes(8), 0)
-            flushing = threading.Thread(target=lambda: writer.flush(timeout=120), daemon=True)
-            flushing.start()
-            deadline = time.monotonic() + 30
-            while not (sinks and sinks[0].entered.wait(0.05)):  # made on the loop: poll, bounded
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the gated sink never started a write")
-                time.sleep(0.01)
+            if storage == "stalled":  # stall the writer first: one event, flushed into the closed gate
+                flushing = threading.Thread(target=lambda: writer.flush(timeout=120), daemon=True)
+                flushing.start()
+                deadline = time.monotonic() + 30
+                while not (sinks and sinks[0].entered.wait(0.05)):  # made on the loop: poll, bounded
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the gated sink never started a write")
+                    time.sleep(0.01)
+            else:  # the file is open and its thread started before the measurement
+                writer.flush(timeout=120)
             before = _rss_kib("VmRSS")
             peak_reset = _reset_peak()
             added = 0
             limit_error = None
+            started = time.perf_counter()
             for step in range(1, count + 1):
                 try:
                     writer.add_summary(template + step.to_bytes(8, "little"), step)
@@ -98,6 +129,9 @@ def flood(policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[
                     limit_error = str(exc)
                     break
                 added += 1
+            if storage == "slow":
+                writer.flush(timeout=300)  # the drain's last batches are part of the peak
+            seconds = time.perf_counter() - started
             peak = _rss_kib("VmHWM") if peak_reset else _rss_kib("VmRSS")
             stats = writer.stats()
         finally:
@@ -106,11 +140,14 @@ def flood(policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[
         final = writer.stats()
     growth = (peak - before) * 1024
     return {
+        "storage": storage,
         "policy": policy,
         "max_pending_bytes": max_pending,
+        "batch_bytes": BATCH_BYTES,
         "flood_events": count,
         "event_bytes": len(template) + 8,
         "flood_bytes": count * (len(template) + 8 + ITEM_OVERHEAD),
+        "flood_seconds": seconds,
         "added": added,
         "pending_limit_error": limit_error,
         "peak_pending_bytes": stats.peak_pending_bytes,
@@ -120,6 +157,7 @@ def flood(policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[
         "rss_peak_bytes": peak * 1024,
         "rss_growth_bytes": growth,
         "rss_growth_vs_bound": growth / max_pending,
+        "rss_growth_vs_bound_plus_batch": growth / (max_pending + BATCH_BYTES),
         "peak_pending_vs_bound": stats.peak_pending_bytes / max_pending,
         "peak_is_vmhwm": peak_reset,
         "bound_held": stats.peak_pending_bytes <= max_pending,
@@ -128,37 +166,67 @@ def flood(policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[
     }
 
 
-def _in_child(policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[str, Any]:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def _in_child(cwd: str, storage: str, policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[str, Any]:
+    args = [storage, policy, str(max_pending), str(factor), str(event_bytes)]
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory", "--child", policy, str(max_pending), str(factor), str(event_bytes)],
-        cwd=root, capture_output=True, text=True, timeout=300, check=False,
+        [sys.executable, "-m", "benchmarks.memory", "--child", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=600, check=False,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"memory child ({policy}) failed with {out.returncode}: {out.stderr[-2000:]}")
+        raise RuntimeError(f"memory child ({' '.join(args)}) failed with {out.returncode}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    max_pending = (4 if quick else 32) << 20
-    return {
-        f"{policy}, {size} B events": _in_child(policy, max_pending, 4, size)
+def _cases(cwd: str, max_pending: int) -> dict[str, Any]:
+    cases = {
+        f"stalled, {policy}, {size} B events": ("stalled", policy, size)
         for size in EVENT_SIZES
         for policy in ("drop_oldest", "block")
     }
+    cases.update({f"slow 5 ms/write, block, {size} B events": ("slow", "block", size) for size in SLOW_EVENT_SIZES})
+    return {key: _in_child(cwd, storage, policy, max_pending, 4, size) for key, (storage, policy, size) in cases.items()}
+
+
+def _library_at(ref: str, root: str, into: str) -> None:
+    """``into``: asyncsummary as of git ``ref``, and this benchmark package (linked)."""
+    archive = subprocess.run(
+        ["git", "-C", root, "archive", "--format=tar", ref, "asyncsummary"], capture_output=True, check=True
+    ).stdout
+    with tempfile.TemporaryFile() as f:
+        f.write(archive)
+        f.seek(0)
+        with tarfile.open(fileobj=f) as tar:
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.10.12+
+            tar.extractall(into, **safe)  # type: ignore[arg-type]
+    os.symlink(os.path.join(root, "benchmarks"), os.path.join(into, "benchmarks"))
+
+
+def run(quick: bool = False, before: str | None = None) -> dict[str, Any]:
+    """Every case on this library; with ``before``, also on the library as of that git ref."""
+    max_pending = (4 if quick else 32) << 20
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = _cases(root, max_pending)
+    if before is not None:
+        old = tempfile.mkdtemp(prefix="asb-mem-before-")
+        try:
+            _library_at(before, root, old)
+            result.update({f"before ({before}): {key}": r for key, r in _cases(old, max_pending).items()})
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+    return result
 
 
 def table(result: dict[str, Any]) -> list[str]:
-    lines = ["memory, stalled sink, flood of 4x max_pending_bytes:"]
+    lines = ["memory, flood of 4x max_pending_bytes (batch_bytes 512 KiB):"]
     lines.append(
-        f"  {'policy, event size':<26}{'bound MiB':>10}{'flood MiB':>10}{'peak pending MiB':>18}"
-        f"{'RSS growth MiB':>16}{'growth/bound':>14}{'dropped':>9}  bound held"
+        f"  {'storage, policy, event size':<52}{'bound MiB':>10}{'flood MiB':>10}{'peak pending MiB':>18}"
+        f"{'RSS growth MiB':>16}{'growth/bound':>14}{'growth/(bound+batch)':>22}{'dropped':>9}"
     )
-    for policy, r in result.items():
+    for case, r in result.items():
         lines.append(
-            f"  {policy:<26}{r['max_pending_bytes'] / 2**20:>10.1f}{r['flood_bytes'] / 2**20:>10.1f}"
+            f"  {case:<52}{r['max_pending_bytes'] / 2**20:>10.1f}{r['flood_bytes'] / 2**20:>10.1f}"
             f"{r['peak_pending_bytes'] / 2**20:>18.2f}{r['rss_growth_bytes'] / 2**20:>16.2f}"
-            f"{r['rss_growth_vs_bound']:>14.2f}{r['dropped']:>9}  {r['bound_held']}"
+            f"{r['rss_growth_vs_bound']:>14.2f}{r['rss_growth_vs_bound_plus_batch']:>22.2f}{r['dropped']:>9}"
         )
     return lines
 
@@ -166,11 +234,15 @@ def table(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:  # one flood in a fresh process, as run() starts them
-        policy, max_pending, factor, event_bytes = argv[1:5]
-        result = flood(policy, int(max_pending), int(factor), int(event_bytes))
+        storage, policy, max_pending, factor, event_bytes = argv[1:6]
+        result = flood(storage, policy, int(max_pending), int(factor), int(event_bytes))
         print(json.dumps(jsonable(result)))
         return result
-    return command_line(__doc__ or "", run, table, argv)
+    before = None
+    if "--before" in argv:  # python -m benchmarks.memory --before REF [--quick] [--json F]
+        i = argv.index("--before")
+        before, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    return command_line(__doc__ or "", lambda quick: run(quick, before), table, argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Runs, in this order: writer caller cost and throughput (:mod:`.writer_cost`), ho
 overhead (:mod:`.hook_overhead`), slow storage (:mod:`.slow_storage`, FUSE included
 where it can be mounted), memory under a stalled sink (:mod:`.memory`), then the
 benchmarks other modules add when present (:data:`EXTRA`: remote upload, torch-style
-writer), each through its ``main(argv)``. A present module that fails fails the run.
+writer, Python-bound trainer loop, Lightning and Hugging Face step time), each through its ``main(argv)``. A present module that fails fails the run.
 
 Writes into ``--out`` (default ``benchmarks/results/``):
 
@@ -35,7 +35,12 @@ from . import jsonable, quiet_tensorflow
 __all__ = ["EXTRA", "main"]
 
 #: Benchmarks written elsewhere, run when their module exists: name -> module.
-EXTRA = {"remote_upload": "benchmarks.remote_upload", "torch_writer": "benchmarks.torch_writer"}
+EXTRA = {
+    "remote_upload": "benchmarks.remote_upload",
+    "torch_writer": "benchmarks.torch_writer",
+    "trainer_loop": "benchmarks.trainer_loop",
+    "frameworks": "benchmarks.frameworks",
+}
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.makedirs(args.out, exist_ok=True)
     started = time.monotonic()
     results: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
         "quick": args.quick,
         "machine": _machine(),

@@ -225,9 +225,9 @@ def read_run(logdir: str) -> list[EventFile]:
 
 
 def pid_in_name(path: str) -> int:
-    """The pid field of ``events.out.tfevents.<secs>.<host>.<pid>.<counter><suffix>``."""
+    """The pid field of ``events.out.tfevents.<secs>.<host>.<pid>.as<seq><suffix>``."""
     name = os.path.basename(path)
     parts = name[len("events.out.tfevents."):].split(".")
-    # host names may contain dots: the pid and counter are the last two numeric fields
-    numeric = [p for p in parts[1:] if p.isdigit()]
-    return int(numeric[-2])
+    # host names may contain dots: the pid is the field before the "as<seq>" one
+    seq = next(i for i, p in enumerate(parts) if p.startswith("as") and p[2:].isdigit())
+    return int(parts[seq - 1])

@@ -8,6 +8,9 @@
   restarts, as a real server keeps its disk) behind a counting proxy; clients use
   ``endpoint``. ``stop()``/``start()`` stop and restart both, on the same ports.
 * :class:`GcsServer`: gcp-storage-emulator (in memory) on a free port.
+* :class:`FtpServer`: pyftpdlib serving a temporary folder to one user with a
+  password, on a free loopback port: a store whose URLs carry a host, a port and
+  credentials (``ftp://user:pw@127.0.0.1:port/path``), read back from its folder.
 
 Every wait is bounded; every server is stopped by its context manager.
 """
@@ -74,7 +77,9 @@ class CountingProxy:
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener
-        thread = threading.Thread(target=self._accept, args=(listener,), daemon=True, name="proxy-accept")
+        thread = threading.Thread(
+            target=self._accept, args=(listener,), daemon=True, name="proxy-accept"
+        )
         thread.start()
         self._threads.append(thread)
 
@@ -211,7 +216,9 @@ class S3Server:
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request
 
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self._backend_port, verbose=False)
+        self._moto = ThreadedMotoServer(
+            ip_address="127.0.0.1", port=self._backend_port, verbose=False
+        )
         self._moto.start()
         self._backend_port = self._moto.get_host_and_port()[1]
         wait_listening(self._backend_port)
@@ -239,8 +246,13 @@ class S3Server:
         """A boto3 client straight to moto (setup and checks, not counted)."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.backend_endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.backend_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
     def create_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
@@ -281,14 +293,20 @@ def _make_emulator_uploads_binary_safe() -> None:
         boundary = content_type.split("boundary=", 1)[1].split(";", 1)[0].strip().strip('"')
         # gcsfs ends its lines with LF alone, RFC 2046 with CRLF: take what the body uses.
         eol = b"\r\n" if raw.startswith(b"--" + boundary.encode() + b"\r\n") else b"\n"
-        parts = (eol + raw).split(eol + b"--" + boundary.encode())[1:-1]  # no preamble, no "--" tail
+        parts = (eol + raw).split(eol + b"--" + boundary.encode())[
+            1:-1
+        ]  # no preamble, no "--" tail
         meta_part, content_part = (part.split(eol + eol, 1) for part in parts[:2])
         content_headers = content_part[0].decode("latin-1").lower()
-        content_type_line = [h for h in content_headers.split(eol.decode()) if h.startswith("content-type:")]
+        content_type_line = [
+            h for h in content_headers.split(eol.decode()) if h.startswith("content-type:")
+        ]
         return {
             "meta": json.loads(meta_part[1]),
             "content": content_part[1],
-            "content-type": content_type_line[0].split(":", 1)[1].strip() if content_type_line else "application/octet-stream",
+            "content-type": content_type_line[0].split(":", 1)[1].strip()
+            if content_type_line
+            else "application/octet-stream",
         }
 
     server._read_data = read_data
@@ -315,7 +333,9 @@ class GcsServer:
 
         _make_emulator_uploads_binary_safe()
 
-        self._server = create_server("127.0.0.1", self.port, in_memory=True, default_bucket=self.bucket)
+        self._server = create_server(
+            "127.0.0.1", self.port, in_memory=True, default_bucket=self.bucket
+        )
         self._server.start()
         try:
             wait_listening(self.port)
@@ -328,3 +348,63 @@ class GcsServer:
         server, self._server = self._server, None
         if server is not None:
             server.stop()
+
+
+class FtpServer:
+    """pyftpdlib on loopback, one user with a password, files in ``root``; a context manager.
+
+    FTP is the simplest store whose URL must carry host, port, user and password
+    (fsspec's ``ftp://`` takes them from the URL); pyftpdlib is pure Python and
+    serves a plain folder, so the uploaded objects are read back as local files.
+    """
+
+    def __init__(self, root: str, user: str, password: str) -> None:
+        self.root = root
+        self.user = user
+        self.password = password
+        self.port = 0
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def url(self, path: str) -> str:
+        return f"ftp://{self.user}:{self.password}@127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+    def __enter__(self) -> FtpServer:
+        import logging
+
+        from pyftpdlib.authorizers import DummyAuthorizer
+        from pyftpdlib.handlers import FTPHandler
+        from pyftpdlib.servers import FTPServer
+
+        logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # a line per command
+        authorizer = DummyAuthorizer()
+        authorizer.add_user(self.user, self.password, self.root, perm="elradfmwMT")
+        # A refused login is answered at once (pyftpdlib waits 3 s by default).
+        handler = type(
+            "Handler", (FTPHandler,), {"authorizer": authorizer, "auth_failed_timeout": 0.05}
+        )
+        self._server = FTPServer(("127.0.0.1", 0), handler)
+        self.port = self._server.socket.getsockname()[1]
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="ftp-server")
+        self._thread.start()
+        try:
+            wait_listening(self.port)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _serve(self) -> None:
+        server = self._server
+        while not self._stop.is_set():
+            server.serve_forever(timeout=0.05, blocking=False, handle_exit=False)
+        server.close_all()
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(_WAIT)
+        self._server = None

@@ -59,7 +59,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--out", out],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=360,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     with open(os.path.join(out, "results.json")) as f:
@@ -107,9 +107,10 @@ def test_slow_storage(quick_run: tuple[dict[str, Any], str]) -> None:
 
 def test_memory_bound_holds(quick_run: tuple[dict[str, Any], str]) -> None:
     results, _ = quick_run
-    assert len(results["memory"]) == 4
+    assert len(results["memory"]) == 8  # 6 stalled-sink cases, 2 slow-storage cases
     for key, r in results["memory"].items():
-        keys = ("max_pending_bytes", "peak_pending_bytes", "rss_growth_bytes", "rss_growth_vs_bound", "added")
+        keys = ("max_pending_bytes", "peak_pending_bytes", "rss_growth_bytes", "rss_growth_vs_bound",
+                "rss_growth_vs_bound_plus_batch", "added")
         _assert_finite(r, keys, key)
         assert r["bound_held"] is True and r["peak_pending_bytes"] <= r["max_pending_bytes"], key
         assert r["lost"] == 0 and r["written_after_release"] >= r["added"] - r["dropped"], key
@@ -117,11 +118,59 @@ def test_memory_bound_holds(quick_run: tuple[dict[str, Any], str]) -> None:
 
 def test_extra_benchmarks_ran(quick_run: tuple[dict[str, Any], str]) -> None:
     results, _ = quick_run
-    for name in ("remote_upload", "torch_writer"):
+    for name in ("remote_upload", "torch_writer", "frameworks"):
         present = importlib.util.find_spec(f"benchmarks.{name}") is not None
         assert (name in results) == present, name
         if present:
             assert isinstance(results[name], dict) and results[name]
+
+
+def test_trainer_loop(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    part = results["trainer_loop"]
+    loops = (
+        "none",
+        "asyncsummary native",
+        "asyncsummary python",
+        "torch",
+        "tensorboardX",
+        "tf.summary",
+        "tf FileWriter",
+    )
+    assert set(part["loops"]) == set(loops)
+    for name, row in part["loops"].items():
+        keys = ("p50", "p99", "mean", "p50_vs_bare", "p99_vs_bare", "added_us_per_value")
+        _assert_finite(row, keys, name)
+    for name, row in part["costs"].items():
+        keys = ("mean_us", "p50_us", "p99_us", "small_events_per_s", "large_events_per_s")
+        _assert_finite(row, keys, name)
+    # Each of ours really ran with the encoder it is named after.
+    assert part["costs"]["asyncsummary native"]["encoder"] == "native"
+    assert part["costs"]["asyncsummary python"]["encoder"] == "python"
+    assert set(part["targets"]) == {
+        "added_us_per_value",
+        "p99_vs_bare",
+        "small_vs_tf",
+        "small_vs_framing_alone",
+        "large_vs_tf",
+        "burst_mean_tf_over_ours",
+    }
+
+
+def test_frameworks(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    part = results["frameworks"]
+    for storage in ("local disk", "5 ms per write (FUSE)"):
+        for framework in ("lightning", "huggingface"):
+            found = part[storage][framework]
+            if "not run" in found:  # FUSE is optional: where it is missing, the reason is given
+                assert storage != "local disk" and isinstance(found["not run"], str) and found["not run"]
+                continue
+            assert set(found["variants"]) == {"no logger", "stock", "asyncsummary"}
+            for name, v in found["variants"].items():
+                _assert_finite(v, ("step_us_p50", "step_us_p99", "vs_stock", "n"), f"{storage} / {framework} / {name}")
+                assert v["n"] > 0
+            assert found["variants"]["stock"]["vs_stock"] == 1.0
 
 
 def test_plots_written(quick_run: tuple[dict[str, Any], str]) -> None:

@@ -21,6 +21,7 @@ from asyncsummary import (
 from asyncsummary._engine import ITEM_OVERHEAD
 from asyncsummary.testing import FailingSink, GatedSink, WrappedSink
 
+from .procs import pid_in_name
 from .readers import event_files, scalars, tb_events, tb_run_events, tf_records
 
 
@@ -179,7 +180,10 @@ def test_error_raised_once_on_the_next_add(logdir):
     failing.clear()
     writer.add_scalar("x", 2.0, 2)
     writer.close()
-    assert [s for s, _, _ in scalars(logdir)] == [0, 2]  # the add that raised queued nothing
+    # The add that raised the stored error had queued its own event first (issue 14.10).
+    assert [s for s, _, _ in scalars(logdir)] == [0, 1, 2]
+    stats = writer.stats()
+    assert (stats.queued, stats.written, stats.lost, stats.dropped) == (3, 3, 0, 0)
 
 
 def test_removed_logdir_is_reported_and_a_new_file_started(tmp_path):
@@ -253,8 +257,7 @@ def test_fork_child_writes_its_own_file(logdir):
     assert len(files) == 2
     by_pid = {}
     for path in files:
-        pid_in_name = int(os.path.basename(path).split(".")[5])
-        by_pid[pid_in_name] = [(e.step, v.tag) for e in tb_events(path) for v in e.summary.value]
+        by_pid[pid_in_name(path)] = [(e.step, v.tag) for e in tb_events(path) for v in e.summary.value]
     assert by_pid[os.getpid()] == [(s, "parent") for s in range(1100)]
     assert by_pid[pid] == [(1, "child")]
 

@@ -1,4 +1,4 @@
-"""Load: 8 threads x 200 000 events, through one writer and through 20 writers.
+"""Load: 8 threads x 60 000 events, through one writer and through 20 writers.
 
 Every thread adds scalars tagged with its index, step and value = its sequence
 number, as fast as it can, against a small pending bound (``block`` policy), so the
@@ -24,7 +24,7 @@ from asyncsummary import AsyncSummaryWriter
 
 from .procs import read_run
 
-THREADS, EVENTS = 8, 200_000
+THREADS, EVENTS = 8, 60_000
 
 
 def _produce(writers: list[AsyncSummaryWriter], errors: list[BaseException]) -> None:

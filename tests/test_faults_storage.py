@@ -81,8 +81,8 @@ RECOVERY_HELPERS = """
     def add(writer, step):
         try:
             writer.add_scalar("x", step, step)
-        except WriteError:  # this add queued nothing: add it again
-            writer.add_scalar("x", step, step)
+        except WriteError:  # an earlier failure; this add's own event is queued
+            pass
 
     def flush_and_close(writer):
         for _ in range(4):  # one report per failed retry, then it returns
@@ -119,8 +119,9 @@ FSIZE_CHILD = RECOVERY_HELPERS + """
     for _ in range(10_000_000):  # the timer writes; the limit is hit within ~700 events
         try:
             writer.add_scalar("x", step, step)
-        except WriteError as exc:  # this add queued nothing
+        except WriteError as exc:  # an earlier failure; this add's own event is queued
             print("ADD_ERROR", exc.__cause__.errno, flush=True)
+            step += 1
             break
         step += 1
     try:
@@ -290,7 +291,8 @@ def test_logdir_removed_while_the_timer_writes(tmp_path):
             writer.add_scalar("x", step, step)
             step += 1
         except WriteError as exc:
-            errors.append(exc)  # raised once; the same step is added again
+            errors.append(exc)  # raised once, after queueing this add's own event
+            step += 1
         if step % 50 == 0:
             time.sleep(0.001)  # a trainer's step takes time; the timer flushes meanwhile
     writer.close()

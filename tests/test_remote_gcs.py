@@ -58,4 +58,6 @@ def test_gs_run_is_written_as_ordered_segments_and_read_back(gcs, tmp_path, monk
     assert [os.path.basename(p) for p in local] == [o.rsplit("/", 1)[1] for o in objects]
     tb = tb_run_events(str(tmp_path / "copy"))
     assert [(e.step, e.summary.value[0].simple_value) for e in tb if e.HasField("summary")] == expected
-    assert os.listdir(tmp_path / "spool" / os.listdir(tmp_path / "spool")[0]) == ["logdir"]
+    (user_folder,) = os.listdir(tmp_path / "spool")  # uid-<uid>: the spool of this user
+    (logdir_folder,) = os.listdir(tmp_path / "spool" / user_folder)
+    assert os.listdir(tmp_path / "spool" / user_folder / logdir_folder) == ["logdir"]

@@ -21,6 +21,7 @@ from asyncsummary import AsyncSummaryError, AsyncSummaryWriter, FlushTimeoutErro
 from asyncsummary._event import FILE_VERSION, FILE_VERSION_STRING, encode_event
 from asyncsummary._records import frame_record
 from asyncsummary._remote import logdir_key, scan_records, segment_object_name
+from asyncsummary._spool import user_folder_name
 from asyncsummary._storage import resolve_logdir
 from asyncsummary.remote import (
     RemoteSinkFactory,
@@ -122,7 +123,7 @@ def test_writer_accepts_storage_options_for_a_url(url, spool, monkeypatch):
         writer.add_scalar("x", 1.0, 7)
     assert writer.get_logdir() == url
     assert _steps(url) == [7]
-    assert os.listdir(os.path.join(spool, logdir_key(url))) == ["logdir"]  # spool emptied
+    assert os.listdir(os.path.join(spool, user_folder_name(), logdir_key(url))) == ["logdir"]  # emptied
 
 
 # -------------------------------------------------------------------- segments
@@ -297,10 +298,12 @@ def test_a_timer_flush_never_waits_for_the_store(flaky_url, spool):
 
 # --------------------------------------------------------------------- recovery
 def _dead_writer_spool(spool, logdir, event_file, steps_sealed, steps_part):
-    """What a writer killed mid-outage leaves: a sealed segment and a torn open part."""
-    key_dir = os.path.join(spool, logdir_key(logdir))
-    folder = os.path.join(key_dir, event_file)
-    os.makedirs(folder)
+    """What a writer killed mid-outage leaves: a sealed segment and a torn open part,
+    in its own folder of the user's spool (layout: asyncsummary._spool)."""
+    key_dir = os.path.join(spool, user_folder_name(), logdir_key(logdir))
+    folder = os.path.join(key_dir, "w-4242-0123456789abcdef")
+    os.makedirs(folder, mode=0o700)
+    os.chmod(os.path.join(spool, user_folder_name()), 0o700)
     with open(os.path.join(key_dir, "logdir"), "w") as f:
         f.write(logdir)
     header = frame_record(encode_event(1.0, 0, FILE_VERSION, FILE_VERSION_STRING))
@@ -314,7 +317,8 @@ def _dead_writer_spool(spool, logdir, event_file, steps_sealed, steps_part):
         f.write(header + scalars(steps_sealed))
     with open(os.path.join(folder, "0000000001.part"), "wb") as f:
         f.write(scalars(steps_part) + scalars([999])[:-7])  # killed inside a write
-    open(os.path.join(folder, "lock"), "w").close()
+    with open(os.path.join(folder, "lock"), "w") as f:
+        f.write(event_file)  # the lock names its event file
     return folder
 
 
@@ -362,7 +366,7 @@ def test_upload_spool_reports_what_it_could_not_upload(flaky_url, spool):
     FlakyMemoryFileSystem.down.set()
     with pytest.raises(OSError, match="kept in the spool"):
         upload_spool(spool_dir=spool, attempts=1)
-    assert sorted(os.listdir(folder)) == ["0000000000.seg", "0000000001.seg"]
+    assert sorted(os.listdir(folder)) == ["0000000000.seg", "0000000001.seg", "lock"]  # kept, recoverable
     FlakyMemoryFileSystem.down.clear()
     assert len(upload_spool(spool_dir=spool)) == 2
     assert _steps(flaky_url) == list(range(5))
@@ -375,3 +379,53 @@ def test_remote_options_are_checked():
         RemoteSinkFactory(max_spool_bytes=-1)
     with pytest.raises(TypeError, match="storage_options"):
         RemoteSinkFactory("anon")
+
+
+# ------------------------------------------------------------------- isolation
+class GatedMemoryFileSystem(MemoryFileSystem):
+    """The in-memory store, but an upload hangs while ``gate`` is clear (a hung server)."""
+
+    protocol = "gatedmem"
+    store: dict = {}
+    pseudo_dirs = [""]
+    gate = threading.Event()
+    hanging = threading.Semaphore(0)  # released once per upload that started to hang
+
+    def pipe_file(self, path, value, *args, **kwargs):
+        if not GatedMemoryFileSystem.gate.is_set():
+            GatedMemoryFileSystem.hanging.release()
+            GatedMemoryFileSystem.gate.wait(60)
+        return super().pipe_file(path, value, *args, **kwargs)
+
+
+fsspec.register_implementation("gatedmem", GatedMemoryFileSystem, clobber=True)
+
+
+def test_writers_on_a_hung_store_never_stall_another_remote_writer(url, spool):
+    """Each remote sink has threads of its own: four writers whose uploads hang (as
+    many as the shared pool once had threads) leave a fifth writer free."""
+    GatedMemoryFileSystem.gate.clear()
+    factory = RemoteSinkFactory(spool_dir=spool, max_backoff=0.05)
+    hung_urls = [f"gatedmem://runs/{uuid.uuid4().hex}" for _ in range(4)]
+    hung = [AsyncSummaryWriter(u, flush_secs=3600, sink_factory=factory) for u in hung_urls]
+    try:
+        for writer in hung:
+            writer.add_scalar("x", 0, 0)
+            with pytest.raises(FlushTimeoutError):
+                writer.flush(timeout=0.3)
+        for _ in hung:
+            assert GatedMemoryFileSystem.hanging.acquire(timeout=15)  # each upload hangs
+        healthy = AsyncSummaryWriter(url, flush_secs=3600, sink_factory=factory)
+        for step in range(200):
+            healthy.add_scalar("x", step, step)
+            if step % 50 == 49:
+                healthy.flush(timeout=15)
+        healthy.close(timeout=15)
+        assert _steps(url) == list(range(200))
+        for writer in hung:  # they still take events (queued while the upload hangs)
+            writer.add_scalar("x", 1, 1)
+    finally:
+        GatedMemoryFileSystem.gate.set()
+    for writer, hung_url in zip(hung, hung_urls, strict=True):
+        writer.close(timeout=30)
+        assert _steps(hung_url) == [0, 1]

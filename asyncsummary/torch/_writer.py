@@ -42,7 +42,7 @@ import torch
 
 from .._loop import run_coroutine
 from .._storage import is_url
-from .._writer import AsyncSummaryWriter
+from .._writer import AsyncSummaryWriter, close_leaving_with
 from . import _builders, _checks, _projector, _snapshot, _workers
 from ._builders import Job
 
@@ -114,6 +114,11 @@ class SummaryWriter:
         flush_secs: Pending events are written at least this often (default 2 s,
             torch: 120 s; see :data:`DEFAULT_FLUSH_SECS`).
         filename_suffix: Appended to the event file names.
+        flush_waits: True (default): ``flush()`` returns once everything is written.
+            False: ``flush()`` asks for the writes and returns at once, for frameworks
+            that flush after every logged step; errors come back on the next call,
+            and ``close()``, exit and ``flush_secs`` bound what a crash loses (see
+            :class:`~asyncsummary.AsyncSummaryWriter`). ``close()`` always waits.
         **writer_options: Keyword options of :class:`~asyncsummary.AsyncSummaryWriter`
             (``max_pending_bytes``, ``policy``, ``fsync``, ``close_timeout``,
             ``storage_options``, ...), used for every run this writer opens.
@@ -134,9 +139,13 @@ class SummaryWriter:
         max_queue: int = 10,
         flush_secs: float = DEFAULT_FLUSH_SECS,
         filename_suffix: str = "",
+        *,
+        flush_waits: bool = True,
         **writer_options: Any,
     ) -> None:
         _builders.load()
+        if not isinstance(flush_waits, bool):
+            raise TypeError(f"flush_waits must be a bool, got {flush_waits!r}")
         if not log_dir:
             current_time = datetime.now().strftime("%b%d_%H-%M-%S")
             log_dir = os.path.join("runs", current_time + "_" + socket.gethostname() + comment)
@@ -145,6 +154,7 @@ class SummaryWriter:
         self.max_queue = max_queue
         self.flush_secs = flush_secs
         self.filename_suffix = filename_suffix
+        self.flush_waits = flush_waits
         self._writer_options = writer_options
         self._storage_options: dict[str, Any] | None = writer_options.get("storage_options")
         self._closing: list[concurrent.futures.Future[None]] = []
@@ -162,6 +172,7 @@ class SummaryWriter:
             max_queue=self.max_queue,
             flush_secs=self.flush_secs,
             filename_suffix=filename_suffix,
+            flush_waits=self.flush_waits,
             **self._writer_options,
         )
 
@@ -495,6 +506,7 @@ class SummaryWriter:
         if self._projector is None:
             self._projector = _projector.ProjectorState()
         state = self._projector
+        state.saw_logdir(logdir)  # so that even the first job never brings a removed logdir back
         state.config.embeddings.extend(
             [_projector.embedding_info(tag, global_step, subdir, metadata is not None, sprite_dim)]
         )
@@ -623,8 +635,11 @@ class SummaryWriter:
     def _close_bound(self) -> float:
         return float(self._writer_options.get("close_timeout", 30.0)) + 5.0
 
-    def _settle_closing(self, errors: list[BaseException]) -> None:
+    def _settle_closing(self, errors: list[BaseException], wait: bool = True) -> None:
         closing, self._closing = self._closing, []
+        if not wait:  # only report the ones already closed; keep the others
+            self._closing = [future for future in closing if not future.done()]
+            closing = [future for future in closing if future.done()]
         for future in closing:
             try:
                 future.result(self._close_bound())
@@ -632,14 +647,18 @@ class SummaryWriter:
                 errors.append(exc)
 
     def flush(self) -> None:
-        """Return once everything added so far is written (summaries built, files written)."""
+        """Return once everything added so far is written (summaries built, files written).
+
+        With ``flush_waits=False``: ask every run for its writes and return at once,
+        raising only errors already stored.
+        """
         errors: list[BaseException] = []
         for writer in list((self.all_writers or {}).values()):
             try:
                 writer.flush()
             except BaseException as exc:  # noqa: BLE001 - flush the others first
                 errors.append(exc)
-        self._settle_closing(errors)
+        self._settle_closing(errors, wait=self.flush_waits)
         _raise_first(errors)
 
     def close(self) -> None:
@@ -661,7 +680,7 @@ class SummaryWriter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
     ) -> None:
-        self.close()
+        close_leaving_with(self.close, exc_val)
 
     def __repr__(self) -> str:
         state = "closed" if self.all_writers is None else "open"

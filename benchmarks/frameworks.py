@@ -1,0 +1,273 @@
+"""Training-step time inside Lightning and Hugging Face ``Trainer``: stock writer vs asyncsummary.
+
+Both frameworks flush their TensorBoard writer after every logged step (Lightning's
+``logger.save()``, HF's ``TensorBoardCallback.on_log``), so on slow storage the stock
+writer makes every step wait for the disk. Per framework, three variants train the
+same tiny model (random data, no hub download) with logging on every step:
+
+* **no logger**: the floor (Lightning ``logger=False``; HF without a TensorBoard callback);
+* **stock**: Lightning's ``TensorBoardLogger`` / HF's ``TensorBoardCallback``, torch's writer;
+* **asyncsummary**: ``AsyncTensorBoardLogger`` / ``AsyncTensorBoardCallback``
+  (``flush_waits=False``, their default).
+
+Storage: the local disk, and a FUSE file system whose every write sleeps 5 ms
+(:mod:`benchmarks.fuse_slowfs`; where it cannot be mounted the result says ``not run``
+and why). A step's time is the interval between two successive step starts
+(Lightning ``on_train_batch_start``, HF ``on_step_begin``), so it includes the
+logging and the flush of the step before. Variants alternate within each round,
+rounds repeat (the first is a warm-up, not counted), and torch runs one thread (the
+machine is shared; fewer threads, less noise). Reported: median and p99 step time per
+variant, and each as a fraction of stock's median (``vs_stock``): the issue's targets
+on 5 ms storage are asyncsummary <= 0.15 of stock for Lightning, <= 0.32 for HF.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import command_line, quiet_tensorflow, ratio, summarize, temp_logdir
+
+__all__ = ["FRAMEWORKS", "VARIANTS", "main", "run"]
+
+FRAMEWORKS = ("lightning", "huggingface")
+VARIANTS = ("no logger", "stock", "asyncsummary")
+DELAY = 0.005
+TARGETS = {"lightning": 0.15, "huggingface": 0.32}  # asyncsummary / stock on 5 ms storage
+
+# (steps per run, rounds counted) for (quick, full); a full run has one warm-up round more.
+_SIZES = {"lightning": ((30, 1), (300, 5)), "huggingface": ((20, 1), (200, 5))}
+_SKIP = 5  # first intervals of each run (writer creation, first flush): not counted
+
+
+# --------------------------------------------------------------------- Lightning
+def _lightning_run(variant: str, logdir: str, steps: int) -> list[float]:
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Regression(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)
+            )
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch
+            loss = torch.nn.functional.mse_loss(self.net(x), y)
+            self.log("train/loss", loss)
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    starts: list[float] = []
+
+    class StepClock(pl.Callback):
+        def on_train_batch_start(self, *args: Any) -> None:
+            starts.append(time.perf_counter())
+
+    if variant == "no logger":
+        logger: Any = False
+    elif variant == "stock":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(logdir, name="", version=0)
+    else:
+        from asyncsummary.integrations.lightning import AsyncTensorBoardLogger
+
+        logger = AsyncTensorBoardLogger(logdir, name="", version=0)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(steps * 8, 16, generator=generator)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=logger,
+        log_every_n_steps=1,
+        callbacks=[StepClock()],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(Regression(), DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8))
+    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+
+
+# ------------------------------------------------------------------ Hugging Face
+def _huggingface_run(variant: str, logdir: str, steps: int) -> list[float]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    class Tokens(torch.utils.data.Dataset):  # type: ignore[misc]
+        def __init__(self, n: int) -> None:
+            generator = torch.Generator().manual_seed(0)
+            self.x = torch.randint(0, 64, (n, 16), generator=generator)
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, Any]:
+            return {"input_ids": self.x[i], "labels": self.x[i, 0] % 2}
+
+    starts: list[float] = []
+
+    class StepClock(TrainerCallback):  # type: ignore[misc]
+        def on_step_begin(self, *args: Any, **kwargs: Any) -> None:
+            starts.append(time.perf_counter())
+
+    callbacks: list[Any] = [StepClock()]
+    if variant == "stock":
+        from transformers.integrations import TensorBoardCallback
+
+        stock = TensorBoardCallback()
+        stock.logging_dir = logdir
+        callbacks.append(stock)
+    elif variant == "asyncsummary":
+        from asyncsummary.integrations.huggingface import AsyncTensorBoardCallback
+
+        callbacks.append(AsyncTensorBoardCallback(logging_dir=logdir))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    with temp_logdir("asb-hf-out-") as output_dir:
+        args = TrainingArguments(
+            output_dir=output_dir,
+            max_steps=steps,
+            logging_steps=1,
+            per_device_train_batch_size=8,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            use_cpu=True,
+            seed=0,
+        )
+        trainer = Trainer(
+            model=BertForSequenceClassification(config),
+            args=args,
+            train_dataset=Tokens(steps * 8),
+            callbacks=callbacks,
+        )
+        with _quiet_stdout():  # HF prints every log line
+            trainer.train()
+    return [b - a for a, b in zip(starts, starts[1:], strict=False)]
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+_RUNS: dict[str, Callable[[str, str, int], list[float]]] = {
+    "lightning": _lightning_run,
+    "huggingface": _huggingface_run,
+}
+
+
+# ------------------------------------------------------------------------ driver
+def _compare(framework: str, parent: str | None, quick: bool) -> dict[str, Any]:
+    steps, rounds = _SIZES[framework][0 if quick else 1]
+    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    medians: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    # Round 0 warms up (imports, first writers) and is not counted; a quick run (a smoke
+    # run, its numbers mean little) skips it.
+    warmup = 0 if quick else 1
+    for round_index in range(rounds + warmup):
+        order = VARIANTS[round_index % 3 :] + VARIANTS[: round_index % 3]
+        for variant in order:
+            with temp_logdir("asb-fw-", parent) as logdir:
+                intervals = _RUNS[framework](variant, logdir, steps)[_SKIP:]
+            if round_index >= warmup:
+                samples[variant].extend(intervals)
+                medians[variant].append(statistics.median(intervals))
+    variants: dict[str, Any] = {}
+    stock = statistics.median(medians["stock"])
+    for variant in VARIANTS:
+        stats = summarize([s * 1e6 for s in samples[variant]])
+        median = statistics.median(medians[variant])
+        variants[variant] = {
+            "step_us_p50": median * 1e6,  # median over rounds of each run's median
+            "step_us_p99": stats["p99"],
+            "n": stats["n"],
+            "vs_stock": ratio(median, stock),
+        }
+    return {"steps": steps, "rounds": rounds, "variants": variants}
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Both frameworks, local disk then 5 ms FUSE storage."""
+    quiet_tensorflow()
+    import torch
+
+    from . import fuse_slowfs
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    result: dict[str, Any] = {"local disk": {}, "5 ms per write (FUSE)": {}, "targets": TARGETS}
+    try:
+        for framework in FRAMEWORKS:
+            result["local disk"][framework] = _compare(framework, None, quick)
+        reason = fuse_slowfs.unavailable()
+        for framework in FRAMEWORKS:
+            if reason is not None:
+                result["5 ms per write (FUSE)"][framework] = {"not run": reason}
+                continue
+            try:
+                with fuse_slowfs.mounted(DELAY) as mountpoint:
+                    result["5 ms per write (FUSE)"][framework] = _compare(
+                        framework, mountpoint, quick
+                    )
+            except RuntimeError as exc:  # the mount failed: say so
+                result["5 ms per write (FUSE)"][framework] = {"not run": str(exc)}
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "framework step time (median of runs, p99 of steps; vs_stock = median / stock's median)"
+    ]
+    for storage in ("local disk", "5 ms per write (FUSE)"):
+        for framework, part in result[storage].items():
+            if "not run" in part:
+                lines.append(f"  {framework}, {storage}: not run: {part['not run']}")
+                continue
+            lines.append(
+                f"  {framework}, {storage} ({part['steps']} steps x {part['rounds']} rounds):"
+            )
+            for variant, v in part["variants"].items():
+                lines.append(
+                    f"    {variant:<13} p50 {v['step_us_p50']:9.0f} us  p99 {v['step_us_p99']:9.0f} us"
+                    f"  vs stock {v['vs_stock']:.2f}"
+                )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return command_line(__doc__ or "", run, table, argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,19 @@
+"""Build of the optional C extension; everything else is in pyproject.toml.
+
+``asyncsummary._native`` (the drain's framing and CRC-32C, run without the GIL) is
+optional: without a C compiler the install still succeeds and the package falls back
+to its pure-Python encoder (``asyncsummary._encoder.IMPLEMENTATION == "python"``).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "asyncsummary._native",
+            sources=["asyncsummary/_native.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall"],
+            optional=True,
+        )
+    ]
+)

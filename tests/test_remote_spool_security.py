@@ -1,0 +1,279 @@
+"""A spool root in a shared folder, with another local user planting files in it.
+
+The attacker is simulated by what they could leave behind: files and folders in the
+shared root, symlinks, folders writable by others, and (the tests run as root, as
+in CI) files owned by another uid (``os.chown(..., 12345, 12345)``). Each test
+checks what the victim's writer or ``upload-spool`` did: what reached the store
+(read back), what was created where it must not be, and the error it gave.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+
+import pytest
+
+from asyncsummary import AsyncSummaryWriter, WriteError
+from asyncsummary._event import (
+    FILE_VERSION,
+    FILE_VERSION_STRING,
+    SUMMARY,
+    encode_event,
+    encode_scalar_summary,
+)
+from asyncsummary._records import frame_record
+from asyncsummary._spool import UnsafeSpoolError, logdir_key, user_folder_name
+from asyncsummary.remote import RemoteSinkFactory, read_events, upload_spool
+
+ATTACKER = 12345
+DEAD_EVENT_FILE = "events.out.tfevents.0000000001.host.4242.0"
+
+needs_root = pytest.mark.skipif(os.getuid() != 0, reason="chown to another uid needs root")
+
+
+@pytest.fixture
+def url():
+    return f"memory://runs/{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A spool root every local user may write to, as /tmp is (sticky, 1777)."""
+    root = tmp_path / "shared-spool"
+    root.mkdir()
+    os.chmod(root, 0o1777)
+    return str(root)
+
+
+@pytest.fixture
+def root_only(tmp_path):
+    """A folder only root may write to: nothing of the attacker's may land here."""
+    folder = tmp_path / "root-only"
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def _records(tag, steps, header=False):
+    data = frame_record(encode_event(1.0, 0, FILE_VERSION, FILE_VERSION_STRING)) if header else b""
+    return data + b"".join(
+        frame_record(encode_event(2.0, s, SUMMARY, encode_scalar_summary(tag, s))) for s in steps
+    )
+
+
+def _plant(parent, name="w-4242-00000000deadbeef", segments=None, lock=DEAD_EVENT_FILE):
+    """A dead writer's folder as the spool lays it out (asyncsummary._spool)."""
+    folder = os.path.join(parent, name)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if segments is None:
+        segments = {"0000000000.seg": _records("planted", [1], True)}
+    for file_name, data in segments.items():
+        with open(os.path.join(folder, file_name), "wb") as f:
+            f.write(data)
+    if lock is not None:
+        with open(os.path.join(folder, "lock"), "w") as f:
+            f.write(lock)
+    return folder
+
+
+def _user_logdir_folder(root, url):
+    """The victim's own folder of ``url`` (made as a writer makes it)."""
+    user = os.path.join(root, user_folder_name())
+    os.makedirs(user, mode=0o700, exist_ok=True)
+    folder = os.path.join(user, logdir_key(url))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    with open(os.path.join(folder, "logdir"), "w") as f:
+        f.write(url)
+    return folder
+
+
+def _tags(url):
+    return [(v.tag, e.step) for e in read_events(url) for v in e.summary.value]
+
+
+def _write_one(url, root, step=7):
+    with AsyncSummaryWriter(
+        url, flush_secs=3600, sink_factory=RemoteSinkFactory(spool_dir=root)
+    ) as w:
+        w.add_scalar("mine", 1.0, step)
+        w.flush()
+
+
+def _all_names(root):
+    return {
+        os.path.relpath(os.path.join(d, n), root) for d, ds, fs in os.walk(root) for n in ds + fs
+    }
+
+
+# ------------------------------------------------------------ the user folder
+def test_each_user_writes_only_in_a_private_folder_of_a_shared_root(url, shared):
+    _write_one(url, shared)
+    user = os.path.join(shared, user_folder_name())
+    st = os.lstat(user)
+    assert stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    assert os.listdir(shared) == [user_folder_name()]  # nothing else made in the shared root
+    key = os.path.join(user, logdir_key(url))
+    assert stat.S_IMODE(os.lstat(key).st_mode) == 0o700
+    assert _tags(url) == [("mine", 7)]
+
+
+def test_a_segment_planted_in_the_shared_root_is_never_uploaded(url, shared):
+    # Where the spool used to keep a logdir's folders, and where another user's are.
+    _plant(os.path.join(shared, logdir_key(url)))
+    _plant(os.path.join(shared, f"uid-{ATTACKER}", logdir_key(url)))
+    _write_one(url, shared)
+    assert upload_spool([url], spool_dir=shared) == []
+    assert _tags(url) == [("mine", 7)]  # the planted event is not in the victim's run
+
+
+@pytest.mark.parametrize(
+    "how", ["writable by others", "a symlink", pytest.param("owned", marks=needs_root)]
+)
+def test_a_user_folder_that_is_not_the_users_alone_is_refused(url, shared, tmp_path, how):
+    user = os.path.join(shared, user_folder_name())
+    if how == "a symlink":
+        elsewhere = tmp_path / "attackers"
+        elsewhere.mkdir(mode=0o700)
+        os.symlink(elsewhere, user)
+        reason = "symbolic link"
+    else:
+        os.mkdir(user, 0o700)
+        if how == "owned":
+            os.chown(user, ATTACKER, ATTACKER)
+            reason = f"owned by uid {ATTACKER}"
+        else:
+            os.chmod(user, 0o777)
+            reason = "writable by other users"
+    writer = AsyncSummaryWriter(
+        url, flush_secs=3600, sink_factory=RemoteSinkFactory(spool_dir=shared)
+    )
+    writer.add_scalar("mine", 1.0, 1)
+    with pytest.raises(WriteError, match=reason) as info:
+        writer.flush(timeout=10)
+    assert isinstance(info.value.__cause__, UnsafeSpoolError)
+    assert user in str(info.value)  # says which folder, and why
+    with pytest.raises(WriteError):
+        writer.close(timeout=5)
+    stats = writer.stats()
+    assert stats.lost == 1 and stats.written == 0  # counted, not silently dropped
+    assert _tags(url) == []
+    with pytest.raises(UnsafeSpoolError, match=reason):
+        upload_spool(spool_dir=shared)
+    if how == "a symlink":
+        assert os.listdir(tmp_path / "attackers") == []  # nothing written through it
+
+
+# -------------------------------------------------- planted inside the folder
+def test_a_lock_symlink_is_never_followed(url, shared, root_only):
+    target = root_only / "created-by-victim"
+    existing = root_only / "existing"
+    existing.write_bytes(b"root's file")
+    folder = _user_logdir_folder(shared, url)
+    for name, to in (("w-1-000000000000000a", target), ("w-1-000000000000000b", existing)):
+        planted = _plant(folder, name, lock=None)
+        os.symlink(to, os.path.join(planted, "lock"))
+    _write_one(url, shared)
+    assert upload_spool(spool_dir=shared) == []
+    assert not target.exists()  # no file created through the link
+    assert existing.read_bytes() == b"root's file"
+    assert _tags(url) == [("mine", 7)]
+
+
+def test_planted_segments_symlinks_and_folders_open_to_others_are_not_uploaded(
+    url, shared, tmp_path
+):
+    folder = _user_logdir_folder(shared, url)
+    outside = tmp_path / "outside.seg"
+    outside.write_bytes(_records("planted", [2], True))
+    linked = _plant(folder, "w-1-0000000000000001", segments={})
+    os.symlink(outside, os.path.join(linked, "0000000000.seg"))
+    open_folder = _plant(folder, "w-1-0000000000000002")
+    os.chmod(open_folder, 0o777)
+    _plant(folder, "w-1-0000000000000003", segments={"0000000000.seg": b"not records at all"})
+    _plant(folder, "w-1-0000000000000004", lock="../../escape")  # an event file name with a slash
+    good = _plant(
+        folder, "w-1-0000000000000005", segments={"0000000000.seg": _records("dead", [3], True)}
+    )
+    _write_one(url, shared)
+    assert sorted(_tags(url)) == [("dead", 3), ("mine", 7)]  # the dead writer's own, only
+    assert not os.path.exists(good)  # recovered and removed
+    assert os.path.islink(os.path.join(linked, "0000000000.seg"))  # left alone
+    assert outside.exists()
+
+
+@needs_root
+def test_files_owned_by_another_user_are_refused(url, shared):
+    folder = _user_logdir_folder(shared, url)
+    mixed = _plant(
+        folder,
+        "w-1-0000000000000001",
+        segments={
+            "0000000000.seg": _records("dead", [1], True),
+            "0000000001.seg": _records("planted", [2]),
+        },
+    )
+    os.chown(os.path.join(mixed, "0000000001.seg"), ATTACKER, ATTACKER)
+    foreign_lock = _plant(folder, "w-1-0000000000000002")
+    os.chown(os.path.join(foreign_lock, "lock"), ATTACKER, ATTACKER)
+    foreign_folder = _plant(folder, "w-1-0000000000000003")
+    os.chown(foreign_folder, ATTACKER, ATTACKER)
+    _write_one(url, shared)
+    assert sorted(_tags(url)) == [("dead", 1), ("mine", 7)]
+    assert sorted(os.listdir(mixed)) == ["0000000001.seg", "lock"]  # the foreign one stays
+
+
+def test_a_live_writer_uploads_only_segments_it_wrote(url, shared):
+    factory = RemoteSinkFactory(spool_dir=shared, min_segment_secs=3600)
+    writer = AsyncSummaryWriter(url, flush_secs=3600, sink_factory=factory)
+    writer.add_scalar("mine", 1.0, 1)
+    writer.flush()
+    (own,) = [d for d, _, names in os.walk(shared) if "lock" in names]
+    with open(os.path.join(own, "0000000005.seg"), "wb") as f:  # between its own segments
+        f.write(_records("planted", [5]))
+    writer.add_scalar("mine", 1.0, 2)
+    writer.flush()
+    writer.close()
+    assert _tags(url) == [("mine", 1), ("mine", 2)]
+
+
+# ---------------------------------------------------------------- upload-spool
+def test_upload_spool_never_follows_a_forged_logdir_file(shared, root_only):
+    victim_target = f"file://{root_only}/run"
+    user = os.path.join(shared, user_folder_name())
+    os.makedirs(user, mode=0o700)
+    # A logdir file that names another place than its folder was made for.
+    forged = os.path.join(user, logdir_key("memory://runs/innocent"))
+    os.makedirs(forged, mode=0o700)
+    with open(os.path.join(forged, "logdir"), "w") as f:
+        f.write(victim_target)
+    _plant(forged)
+    # The old layout's place, in the shared root itself.
+    old = os.path.join(shared, logdir_key(victim_target))
+    os.makedirs(old)
+    with open(os.path.join(old, "logdir"), "w") as f:
+        f.write(victim_target)
+    _plant(old)
+    with pytest.raises(OSError, match="does not name the URL"):
+        upload_spool(spool_dir=shared)
+    assert os.listdir(root_only) == []
+
+
+@needs_root
+def test_upload_spool_refuses_a_logdir_file_or_folder_of_another_user(shared, root_only):
+    target = f"file://{root_only}/run"
+    for owned in ("logdir", "folder"):
+        folder = _user_logdir_folder(shared, target)  # hashes right: only ownership protects
+        _plant(folder)
+        os.chown(
+            os.path.join(folder, "logdir") if owned == "logdir" else folder, ATTACKER, ATTACKER
+        )
+        with pytest.raises(OSError, match=f"owned by uid {ATTACKER}"):
+            upload_spool(spool_dir=shared)
+        assert not os.path.exists(root_only / "run")
+        os.chown(os.path.join(folder, "logdir"), 0, 0)
+        os.chown(folder, 0, 0)
+    # The same folder, all the user's own: recovered into the URL it was made for.
+    assert upload_spool(spool_dir=shared) == [f"{target}/{DEAD_EVENT_FILE}.0000000000"]
+    assert sorted(os.listdir(root_only / "run")) == [f"{DEAD_EVENT_FILE}.0000000000"]
