@@ -74,12 +74,16 @@ def test_flush_makes_every_file_visible_to_a_copy(tmp_path):
             assert os.path.isfile(os.path.join(copy, path)), path
 
 
-def test_a_removed_logdir_is_not_created_again(tmp_path):
+@pytest.mark.parametrize("first_job", [False, True], ids=["after-a-flush", "the-first-job"])
+def test_a_removed_logdir_is_not_created_again(tmp_path, first_job):
     logdir = str(tmp_path / "run")
+    if first_job:
+        os.makedirs(logdir)  # there when the call is made, as a framework's run folder is
     writer = asyncsummary.SummaryWriter(logdir)
     try:
-        _embed(writer, "first")
-        writer.flush()  # the logdir exists now, and the writer has seen it
+        if not first_job:
+            _embed(writer, "first")
+            writer.flush()  # the logdir exists now, and the writer has seen it
         with paused_workers():
             _embed(writer, "second")
             shutil.rmtree(logdir)  # right after the call, before its job ran
@@ -88,24 +92,6 @@ def test_a_removed_logdir_is_not_created_again(tmp_path):
         error = _job_error(raised.value)
         assert error.__cause__.errno == errno.ENOENT
         assert not os.path.exists(logdir), "the job brought the removed logdir back"
-    finally:
-        writer.close()
-    assert not os.path.exists(logdir)
-
-
-def test_even_the_first_job_does_not_bring_a_removed_logdir_back(tmp_path):
-    logdir = str(tmp_path / "run")
-    os.makedirs(logdir)  # there when the call is made, as a framework's run folder is
-    writer = asyncsummary.SummaryWriter(logdir)
-    try:
-        with paused_workers():
-            _embed(writer, "first")  # the writer's first embedding job
-            shutil.rmtree(logdir)  # right after the call, before its job ran
-        with pytest.raises(WriteError) as raised:
-            writer.flush()
-        error = _job_error(raised.value)
-        assert error.__cause__.errno == errno.ENOENT
-        assert not os.path.exists(logdir), "the first job brought the removed logdir back"
     finally:
         writer.close()
     assert not os.path.exists(logdir)
