@@ -256,29 +256,34 @@ class WriterEngine:
 
     # ------------------------------------------------------------ caller side
     def add(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> None:
-        """Queue one event. ``size`` is the payload's byte count."""
+        """Queue one event. ``size`` is the payload's byte count.
+
+        Python runs a signal handler (and raises its KeyboardInterrupt) in the main
+        thread between bytecodes, at the few that check for it: function entry, loop
+        back-edges and returns from calls. So the lock is taken by ``with`` (never
+        ``acquire()`` then ``try``: an interrupt between those two once left the lock
+        held and every writer of the process stopped), and each change of the queue's
+        state puts every counter first and the one call that commits it last: an
+        interrupt finds either none of the change or all of it.
+        """
         size += ITEM_OVERHEAD
-        # ``with``, never acquire() then try: a KeyboardInterrupt landing between those
-        # two left the lock held and every writer of the process stopped.
         with self._lock:
             if (
                 self._state is not _State.OPEN
                 or self._report is not None
                 or self._pending_bytes + size > self._max_pending
             ):
-                if not self._add_slow(kind, payload, step, wall_time, size):
-                    return
-            else:
-                item = (kind, payload, step, wall_time, size)
-                self._pending.append(item)
-                self._pending_bytes += size
-                self._added += 1
-                if self._state is not _State.OPEN:
-                    self._closed_during_add(item)
-                if self._pending_bytes < self._batch_bytes or self._wake_sent:
-                    return
+                self._add_slow(kind, payload, step, wall_time, size)
+                return
+            item = (kind, payload, step, wall_time, size)
+            self._pending_bytes += size
+            self._added += 1
+            self._pending.append(item)
+            if self._state is not _State.OPEN:
+                self._closed_during_add(item)
+            if self._pending_bytes >= self._batch_bytes and not self._wake_sent:
                 self._wake_sent = True
-        self._loop.call_soon_threadsafe(self._wakeup.set)
+                self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def _closed_during_add(self, item: tuple[int, Any, int, float, int]) -> None:
         """A signal handler closed the writer while this thread was inside ``add``.
@@ -289,13 +294,13 @@ class WriterEngine:
         before, the close wrote it.
         """
         if self._pending and self._pending[-1] is item:
-            self._pending.pop()
             self._pending_bytes -= item[4]
             self._added -= 1
+            self._pending.pop()
             raise WriterClosedError(f"writer for {self._display!r} was closed during this add")
 
-    def _add_slow(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> bool:
-        """The rare cases of :meth:`add`, with the lock held. Returns "wake the loop".
+    def _add_slow(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> None:
+        """The rare cases of :meth:`add`, with the lock held.
 
         Which errors mean what: ``WriterClosedError``, ``ValueError`` and
         ``PendingLimitError`` mean this event was not queued. A stored ``WriteError``
@@ -317,34 +322,32 @@ class WriterEngine:
                 self._wait_for_room(size)
             elif self._policy is Policy.DROP_NEWEST:
                 self._dropped += 1
-                self._raise_report_queued(False)
-                return False
+                self._raise_report()
+                return
             elif self._policy is Policy.DROP_OLDEST:
                 while self._pending_bytes + size > self._max_pending:
-                    self._pending_bytes -= self._pending.popleft()[4]
-                    self._dropped += 1
+                    self._dropped += 1  # counters first, the popleft() last (see add)
+                    self._pending_bytes -= self._pending[0][4]
+                    self._pending.popleft()
             else:
                 raise PendingLimitError(
                     f"{self._pending_bytes} bytes pending, max_pending_bytes={self._max_pending}"
                 )
         item = (kind, payload, step, wall_time, size)
-        self._pending.append(item)
         self._pending_bytes += size
         self._added += 1
+        self._pending.append(item)
         if self._state is not _State.OPEN:
             self._closed_during_add(item)
-        wake = not self._wake_sent and self._pending_bytes >= self._batch_bytes
-        if wake:
+        if self._pending_bytes >= self._batch_bytes and not self._wake_sent:
             self._wake_sent = True
-        self._raise_report_queued(wake)
-        return wake
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+        self._raise_report()
 
-    def _raise_report_queued(self, wake: bool) -> None:
+    def _raise_report(self) -> None:
         """Raise the stored error, if any, once this add's own event is dealt with."""
         if self._report is not None:
             error, self._report = self._report, None
-            if wake:
-                self._loop.call_soon_threadsafe(self._wakeup.set)
             raise error
 
     def _wait_for_room(self, size: int) -> None:
@@ -372,14 +375,33 @@ class WriterEngine:
 
     def flush(self, timeout: float) -> None:
         """Block until every event added so far is written (see ``AsyncSummaryWriter.flush``)."""
+        self.finish(self.start_flush(), timeout, "flush")
+
+    def start_flush(self) -> concurrent.futures.Future[None] | None:
+        """The first half of :meth:`flush`: ask the loop to write every event added so
+        far and return at once; :meth:`finish` waits. (``flush_all`` starts every
+        writer's flush this way, then waits for all, without a thread per writer: at
+        exit, Python 3.12 refuses to start threads.) None: nothing to wait for."""
         target = self._target()
         self._raise_pending_report()
-        if target is not None:
-            future = asyncio.run_coroutine_threadsafe(self._flush_to(target), self._loop)
-            self._wait(future, timeout, "flush")
-            # An event it waited for may have been rejected meanwhile (InvalidEventError):
-            # not written, so this flush must say so, not the next call.
-            self._raise_pending_report()
+        if target is None:
+            return None
+        return asyncio.run_coroutine_threadsafe(self._flush_to(target), self._loop)
+
+    def finish(
+        self,
+        future: concurrent.futures.Future[None] | None,
+        timeout: float,
+        what: str,
+        bound: float | None = None,
+    ) -> None:
+        """Wait at most ``timeout`` for a flush or close started by ``start_*``; raise
+        its error, or :class:`FlushTimeoutError` naming ``bound`` (default ``timeout``)."""
+        if future is not None:
+            self._wait(future, timeout, what, timeout if bound is None else bound)
+        # An event the flush waited for may have been rejected meanwhile
+        # (InvalidEventError): not written, so this call must say so, not the next one.
+        self._raise_pending_report()
 
     def request_flush(self) -> None:
         """Ask the loop to write and flush what was added so far; return at once.
@@ -418,13 +440,10 @@ class WriterEngine:
 
     def close(self, timeout: float) -> None:
         """Write everything, close the file; idempotent, bounded by ``timeout``."""
-        future = self._begin_close(timeout)
-        if future is not None:
-            self._wait(future, timeout + _CLOSE_GRACE, "close")
-        self._raise_pending_report()
+        self.finish(self.start_close(timeout), timeout + _CLOSE_GRACE, "close", timeout)
 
     async def aclose(self, timeout: float) -> None:
-        future = self._begin_close(timeout)
+        future = self.start_close(timeout)
         if future is not None:
             await self._await_future(future, timeout + _CLOSE_GRACE, "close")
         self._raise_pending_report()
@@ -465,7 +484,9 @@ class WriterEngine:
         if error is not None:
             raise error
 
-    def _begin_close(self, timeout: float) -> concurrent.futures.Future[None] | None:
+    def start_close(self, timeout: float) -> concurrent.futures.Future[None] | None:
+        """The first half of :meth:`close` (see :meth:`start_flush`): the writer is
+        closed for adds at once; None when it was already closed (or never wrote)."""
         with self._lock:
             if self._state is _State.CLOSED:
                 return None
@@ -477,7 +498,9 @@ class WriterEngine:
             return None
         return asyncio.run_coroutine_threadsafe(self._close_on_loop(timeout), self._loop)
 
-    def _wait(self, future: concurrent.futures.Future[None], timeout: float, what: str) -> None:
+    def _wait(
+        self, future: concurrent.futures.Future[None], timeout: float, what: str, bound: float
+    ) -> None:
         try:
             if self._lock._is_owned():  # type: ignore[attr-defined]
                 self._wait_releasing_the_lock(future, timeout)
@@ -485,7 +508,7 @@ class WriterEngine:
             else:
                 future.result(timeout)
         except concurrent.futures.TimeoutError:
-            raise self._timeout_error(what, timeout) from None
+            raise self._timeout_error(what, bound) from None
         finally:
             self._forget_report(future)
 

@@ -47,7 +47,7 @@ class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         self._prefix = thread_name_prefix
         self._workers = 0
         self._idle = 0
-        self._pool_lock = threading.Lock()
+        self._pool_lock = threading.RLock()
         self._closed = False
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
@@ -56,12 +56,38 @@ class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._work.put((future, fn, args, kwargs))
         with self._pool_lock:
-            if self._idle == 0 and self._workers < self._limit:
+            start = self._idle == 0 and self._workers < self._limit
+            if start:
                 self._workers += 1
-                threading.Thread(
-                    target=self._worker, name=f"{self._prefix}-{self._workers}", daemon=True
-                ).start()
+                name = f"{self._prefix}-{self._workers}"
+        if start:
+            try:
+                threading.Thread(target=self._worker, name=name, daemon=True).start()
+            except RuntimeError:
+                self._no_new_thread()
         return future
+
+    def _no_new_thread(self) -> None:
+        """No thread could be started: run the queued work on this thread, if no worker
+        of this pool is left to take it.
+
+        Python 3.12 refuses new threads at interpreter shutdown, in ``atexit``
+        callbacks among others (CPython gh-113964), where the exit's close may still
+        have to open or write a file; and any Python refuses one when the OS has none
+        left. Then the call runs right here, on the loop's thread: the writes still
+        happen, only a storage that hangs then would hold the loop (the exit's wait
+        for it stays bounded).
+        """
+        with self._pool_lock:
+            self._workers -= 1
+            orphaned = self._workers == 0
+        while orphaned:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._run(item)
 
     def _worker(self) -> None:
         while True:
@@ -72,15 +98,19 @@ class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
                 self._idle -= 1
             if item is None:
                 return
-            future, fn, args, kwargs = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+            self._run(item)
+
+    @staticmethod
+    def _run(item: Any) -> None:
+        future, fn, args, kwargs = item
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._closed = True
@@ -92,7 +122,7 @@ class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
 
 class _LoopThread:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = -1
         # Loops inherited across fork: kept referenced so that their finalizers never
@@ -126,7 +156,7 @@ class _LoopThread:
         self._pid = os.getpid()
 
     def after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         if self._loop is not None:
             self._orphans.append(self._loop)
         self._loop = None

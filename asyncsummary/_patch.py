@@ -49,7 +49,7 @@ TORCH_TARGETS = (
 )
 TENSORBOARDX_TARGETS = (("tensorboardX", "SummaryWriter"), ("tensorboardX.writer", "SummaryWriter"))
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: see _engine.add
 _active = 0  # handles not yet undone
 _flush_waits = False  # the option of the active patch
 _saved: list[tuple[Any, str, Any, Any]] = []  # (module, attribute, original, ours)

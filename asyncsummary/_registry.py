@@ -25,9 +25,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ._errors import FlushTimeoutError
+from ._errors import WriterClosedError
 
 if TYPE_CHECKING:
     from ._engine import WriterEngine
@@ -37,12 +37,14 @@ __all__ = ["EXIT_TIMEOUT", "aflush_all", "close_all", "flush_all", "open_engines
 #: Seconds that all open writers together get to finish at exit.
 EXIT_TIMEOUT = 30.0
 
-_lock = threading.Lock()
+#: Reentrant: a signal handler may close a writer (unregister) on the thread that is
+#: inside register() or open_engines() with it held.
+_lock = threading.RLock()
 _engines: dict[int, WriterEngine] = {}
 _closing: dict[int, concurrent.futures.Future[None]] = {}  # closes still running
 _finalizer_pid = -1  # the process whose multiprocessing exit finalizer is installed
 
-#: Seconds a caller waits past the timeout for the threads that flush or close.
+#: Seconds a caller waits past each writer's bound for its flush or close to report.
 _JOIN_GRACE = 2.0
 
 #: Multiprocessing runs exit finalizers of priority >= 0 first, in decreasing order.
@@ -52,6 +54,8 @@ _EXIT_PRIORITY = 10
 def register(engine: WriterEngine) -> None:
     with _lock:
         _engines[id(engine)] = engine
+        if engine.closed:  # a signal handler on this thread closed it just now
+            _engines.pop(id(engine), None)
         hook = _finalizer_pid != os.getpid()
     if hook:
         _close_at_multiprocessing_exit()
@@ -84,9 +88,16 @@ def flush_all(timeout: float = 30.0) -> None:
     It also waits (within the same bound) for closes already under way: a signal that
     lands while the main thread closes a writer (its own ``close()``, or the exit's)
     must not end the process before that close has written what it holds.
+
+    It starts no thread (see :func:`_each_at_once`), and it may be called from a signal
+    handler that interrupted this thread inside a writer's ``add``: that writer's wait
+    lets its lock go (``WriterEngine._wait``).
     """
     deadline = time.monotonic() + timeout
-    errors = _each_at_once(open_engines(), lambda engine: engine.flush(timeout), timeout)
+    errors = _each_at_once(
+        open_engines(), lambda engine: engine.start_flush(), lambda engine: timeout, "flush",
+        deadline,
+    )
     with _lock:
         closing = list(_closing.values())
     concurrent.futures.wait(closing, max(0.0, deadline - time.monotonic()))
@@ -101,7 +112,7 @@ async def aflush_all(timeout: float = 30.0) -> None:
         *(engine.aflush(timeout) for engine in open_engines()), return_exceptions=True
     )
     for result in results:
-        if isinstance(result, BaseException):
+        if isinstance(result, BaseException) and not isinstance(result, WriterClosedError):
             raise result
 
 
@@ -111,41 +122,53 @@ def close_all(timeout: float = EXIT_TIMEOUT) -> list[BaseException]:
     Each writer gets at most its own ``close_timeout`` of that (the writer's documented
     bound of close and exit), so a hung storage delays the exit only that long.
     """
+    deadline = time.monotonic() + timeout + _JOIN_GRACE
     errors = _each_at_once(
-        open_engines(), lambda engine: engine.close(min(timeout, engine.close_timeout)), timeout
+        open_engines(),
+        lambda engine: engine.start_close(min(timeout, engine.close_timeout)),
+        lambda engine: min(timeout, engine.close_timeout),
+        "close",
+        deadline,
     )
     return [error for error in errors if error is not None]
 
 
 def _each_at_once(
-    engines: list[WriterEngine], call: Callable[[WriterEngine], object], timeout: float
+    engines: list[WriterEngine],
+    start: Callable[[WriterEngine], concurrent.futures.Future[None] | None],
+    bound: Callable[[WriterEngine], float],
+    what: str,
+    deadline: float,
 ) -> list[BaseException | None]:
-    """``call(engine)`` for every engine, each on its own daemon thread, all at once.
+    """Start a flush or close of every engine (on the loop, all at once), then wait for
+    each, within its own ``bound`` and the common ``deadline`` (monotonic).
 
-    Returns each call's exception (None: it returned), in the order of ``engines``.
-    Waits at most ``timeout`` (+ a grace) in total; a call still running then (stuck
-    past its own bound) is left to its daemon thread and reported as a timeout.
+    Returns each one's exception (None: it finished), in the order of ``engines``. No
+    thread is started: at exit (``atexit``) Python 3.12 refuses to start threads
+    ("can't create new thread at interpreter shutdown", CPython gh-113964), so a
+    thread per writer there lost every event still pending. A writer closed meanwhile
+    (by another thread, or a signal handler) is no error: its close writes it out.
     """
+    started: list[tuple[float, concurrent.futures.Future[None] | None]] = []
     errors: list[BaseException | None] = [None] * len(engines)
-    threads = []
     for i, engine in enumerate(engines):
-
-        def run(i: int = i, engine: Any = engine) -> None:
-            try:
-                call(engine)
-            except BaseException as exc:  # noqa: BLE001 - reported to the caller
-                errors[i] = exc
-
-        thread = threading.Thread(target=run, name="asyncsummary-all", daemon=True)
-        thread.start()
-        threads.append(thread)
-    deadline = time.monotonic() + timeout + _JOIN_GRACE
-    for i, thread in enumerate(threads):
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive() and errors[i] is None:
-            errors[i] = FlushTimeoutError(
-                f"writer for {engines[i].display_logdir!r} did not finish within {timeout:g} s"
-            )
+        try:
+            started.append((time.monotonic() + bound(engine), start(engine)))
+        except WriterClosedError:
+            started.append((0.0, None))
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            started.append((0.0, None))
+            errors[i] = exc
+    for i, (engine, (own_deadline, future)) in enumerate(zip(engines, started, strict=True)):
+        if future is None:
+            continue
+        wait = max(0.0, min(own_deadline + _JOIN_GRACE, deadline) - time.monotonic())
+        try:
+            engine.finish(future, wait, what, bound(engine))
+        except WriterClosedError:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller
+            errors[i] = exc
     return errors
 
 
@@ -180,7 +203,7 @@ def _close_at_multiprocessing_exit() -> None:
 
 def _after_fork_in_child() -> None:
     global _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _closing.clear()  # the parent's closes: never to finish here
     for engine in list(_engines.values()):
         engine.after_fork_in_child()

@@ -44,9 +44,6 @@ _installed: dict[int, Any] = {}
 #: Code in this folder may hold a writer's lock (see ``_interrupted_inside_the_library``).
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-#: Seconds the handler waits for its flush thread beyond ``timeout``.
-_JOIN_GRACE = 1.0
-
 
 def install_shutdown_handlers(
     signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT), timeout: float = 10.0
@@ -85,10 +82,16 @@ def _make_handler(signum: signal.Signals, timeout: float, previous: Any) -> Any:
             # no flush can get while this handler keeps that thread here. Let it go
             # on; a helper thread flushes, then raises the signal again, and the
             # previous handler (back in place above) does what it always did.
-            threading.Thread(
-                target=_flush_then_raise, args=(signum, timeout), daemon=True,
-                name=f"asyncsummary-{signum.name}",
-            ).start()
+            try:
+                threading.Thread(
+                    target=_flush_then_raise, args=(signum, timeout), daemon=True,
+                    name=f"asyncsummary-{signum.name}",
+                ).start()
+            except RuntimeError:
+                # No thread at interpreter shutdown (Python 3.12): this thread is then
+                # in the exit's own close of every writer, which writes them out; the
+                # previous handler is back in place for a second signal.
+                pass
             return
         _flush_bounded(signum, timeout)
         if callable(previous):
@@ -115,25 +118,12 @@ def _flush_then_raise(signum: signal.Signals, timeout: float) -> None:
 
 
 def _flush_bounded(signum: signal.Signals, timeout: float) -> None:
-    """Run ``flush_all`` on a helper thread and wait for it at most ``timeout`` (+ grace).
+    """``flush_all`` within ``timeout`` (+ its grace); a failure is reported, never raised.
 
-    The handler runs on the main thread between two bytecodes, possibly while that
-    thread is inside a writer's ``add`` and holds its lock; flushing on the main thread
-    itself would then wait for that lock forever. A helper thread can only be delayed,
-    and the wait for it is bounded, so a signal never hangs the process.
+    ``flush_all`` starts no thread and waits for every writer within the bound, so a
+    signal never hangs the process, even at interpreter shutdown.
     """
-
-    def run() -> None:
-        try:
-            flush_all(timeout)
-        except Exception as exc:  # noqa: BLE001 - the signal's own action must still happen
-            print(f"asyncsummary: flush on {signum.name} failed: {exc}", file=sys.stderr)
-
-    thread = threading.Thread(target=run, name=f"asyncsummary-{signum.name}", daemon=True)
-    thread.start()
-    thread.join(timeout + _JOIN_GRACE)
-    if thread.is_alive():
-        print(
-            f"asyncsummary: flush on {signum.name} did not finish within {timeout:g} s",
-            file=sys.stderr,
-        )
+    try:
+        flush_all(timeout)
+    except Exception as exc:  # noqa: BLE001 - the signal's own action must still happen
+        print(f"asyncsummary: flush on {signum.name} failed: {exc}", file=sys.stderr)

@@ -250,7 +250,7 @@ def _read_fd(fd: int) -> bytes:
 # Lock descriptors this process holds; a forked child closes its copies, so that a
 # parent's folder becomes recoverable when the parent dies even if the child lives.
 _held_locks: set[int] = set()
-_spool_lock = threading.Lock()
+_spool_lock = threading.RLock()  # reentrant: a signal handler may open a writer
 
 
 def _flock(fd: int) -> bool:
@@ -272,7 +272,7 @@ def _release(fd: int | None) -> None:
 
 def _after_fork_in_child() -> None:
     global _spool_lock
-    _spool_lock = threading.Lock()
+    _spool_lock = threading.RLock()
     for fd in list(_held_locks):
         try:
             os.close(fd)

@@ -20,34 +20,50 @@ def logdir(tmp_path):
     return str(path)
 
 
-def _torch_available() -> bool:
+def _installed(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("torch") is not None
+    return importlib.util.find_spec(module) is not None
 
 
-#: Without torch installed (``EXTRAS=test-core``; torch's CPU build is here for Python
-#: 3.11 only), the tests marked ``torch`` are deselected, and the header says so.
-_NO_TORCH = not _torch_available()
-#: ...and the torch facade's own test modules, which import torch, are not collected.
-collect_ignore_glob = ["test_torch_*.py"] if _NO_TORCH else []
+#: The core suite (``ASYNCSUMMARY_CORE_SUITE=1``): every test but those marked ``tf`` or
+#: ``torch``, on an install without TensorFlow and torch (the ``test-core`` extra), as
+#: CI runs it on Python 3.12 and 3.13. Otherwise the full suite, which needs both: a
+#: missing one is an error, never a silently smaller suite.
+CORE_SUITE = os.environ.get("ASYNCSUMMARY_CORE_SUITE") == "1"
+#: Modules that import torch or TensorFlow as they load: every test in them is marked.
+collect_ignore_glob = (
+    ["test_torch_*.py", "test_frameworks_*.py", "test_hook.py", "test_core_tf_equivalence.py"]
+    if CORE_SUITE
+    else []
+)
+
+
+def pytest_configure(config):
+    if CORE_SUITE:
+        return
+    missing = [name for name in ("tensorflow", "torch") if not _installed(name)]
+    if missing:
+        raise pytest.UsageError(
+            f"{' and '.join(missing)} not installed: the full suite needs the 'test' extra "
+            "(pip install -e '.[test]'); for the core suite without them set "
+            "ASYNCSUMMARY_CORE_SUITE=1"
+        )
 
 
 def pytest_report_header(config):
-    if _NO_TORCH:
-        return (
-            "torch is not installed: tests/test_torch_*.py and tests marked 'torch' are "
-            "left out"
-        )
+    if CORE_SUITE:
+        return "core suite: tests marked 'tf' or 'torch' are left out (ASYNCSUMMARY_CORE_SUITE=1)"
     return None
 
 
 def pytest_collection_modifyitems(config, items):
-    if not _NO_TORCH:
+    if not CORE_SUITE:
         return
     kept, deselected = [], []
     for item in items:
-        (deselected if item.get_closest_marker("torch") else kept).append(item)
+        marked = item.get_closest_marker("torch") or item.get_closest_marker("tf")
+        (deselected if marked else kept).append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept

@@ -18,13 +18,25 @@ def event_files(logdir: str) -> list[str]:
     return sorted(glob.glob(os.path.join(logdir, "*tfevents*")))
 
 
+#: False in the core suite (``ASYNCSUMMARY_CORE_SUITE=1``, no TensorFlow installed): a
+#: test that reads back with TensorBoard then cross-checks with TF does only the first.
+TF_CROSS_CHECKS = os.environ.get("ASYNCSUMMARY_CORE_SUITE") != "1"
+
+
+def tb_records(path: str) -> list[bytes]:
+    """Every record's payload through TensorBoard's ``RawEventFileLoader``, which
+    checks each CRC and stops at the first bad or truncated record."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+
+    return list(RawEventFileLoader(path).Load())
+
+
 def tb_events(path: str) -> list[Any]:
     """All events of one file, as stored, through TensorBoard's ``RawEventFileLoader``
     (TensorBoard's record reader; no data migration, so events compare as written)."""
-    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.proto import event_pb2
 
-    return [event_pb2.Event.FromString(r) for r in RawEventFileLoader(path).Load()]
+    return [event_pb2.Event.FromString(r) for r in tb_records(path)]
 
 
 def tb_run_events(logdir: str) -> list[Any]:

@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+#: The benchmarks run their anchors (TF's hook and writer, torch's writer) beside ours.
+pytestmark = [pytest.mark.tf, pytest.mark.torch]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WRITERS = ("tf", "tensorboard", "tensorboardX", "asyncsummary")
 HOOK_VARIANTS = (

@@ -22,7 +22,7 @@ from asyncsummary._engine import ITEM_OVERHEAD
 from asyncsummary.testing import FailingSink, GatedSink, WrappedSink
 
 from .procs import pid_in_name
-from .readers import event_files, scalars, tb_events, tb_run_events, tf_records
+from .readers import TF_CROSS_CHECKS, event_files, scalars, tb_events, tb_run_events, tf_records
 
 
 def _wait_until(predicate, timeout=10.0):
@@ -344,5 +344,6 @@ def test_short_and_failed_writes_resume_at_the_exact_byte(logdir):
     (path,) = event_files(logdir)
     got = [(e.step, e.summary.value[0].image.encoded_image_string) for e in tb_events(path) if e.HasField("summary")]
     assert got == expected
-    assert len(tf_records(path)) == 41  # every CRC checked by TensorFlow
+    if TF_CROSS_CHECKS:
+        assert len(tf_records(path)) == 41  # every CRC checked by TensorFlow too
     assert writer.stats().write_errors > 0 and writer.stats().lost == 0

@@ -10,7 +10,7 @@ import pytest
 
 from asyncsummary._records import frame_record, frame_records, masked_crc32c
 
-from .readers import tf_records
+from .readers import tb_records, tf_records
 
 PAYLOADS = [b"", b"x", b"hello world", bytes(range(256)) * 40, os.urandom(70_000), b"\x00" * 3]
 
@@ -36,6 +36,7 @@ def test_frame_records_equals_frame_record():
     assert b"".join(out) == b"".join(frame_record(p) for p in PAYLOADS)
 
 
+@pytest.mark.tf
 def test_byte_identical_to_tf_record_writer(tmp_path):
     import tensorflow as tf
 
@@ -46,12 +47,14 @@ def test_byte_identical_to_tf_record_writer(tmp_path):
     assert theirs.read_bytes() == b"".join(frame_record(p) for p in PAYLOADS)
 
 
+@pytest.mark.tf
 def test_tf_reads_our_records_with_crc_checks(tmp_path):
     path = tmp_path / "ours.tfrecord"
     path.write_bytes(b"".join(frame_record(p) for p in PAYLOADS))
     assert tf_records(str(path)) == PAYLOADS
 
 
+@pytest.mark.tf
 def test_corrupted_record_is_rejected_by_tf(tmp_path):
     """The CRC is really checked by the reader we rely on (so the tests above can fail)."""
     import tensorflow as tf
@@ -62,3 +65,23 @@ def test_corrupted_record_is_rejected_by_tf(tmp_path):
     path.write_bytes(bytes(record))
     with pytest.raises(tf.errors.DataLossError):
         tf_records(str(path))
+
+
+def test_tensorboard_reads_our_records_with_crc_checks(tmp_path):
+    """TensorBoard's own record reader (its pure-Python one where TensorFlow is not
+    installed, as in the core suite; TF's where it is) reads every record back."""
+    path = tmp_path / "ours.tfrecord"
+    path.write_bytes(b"".join(frame_record(p) for p in PAYLOADS))
+    assert tb_records(str(path)) == PAYLOADS
+
+
+@pytest.mark.parametrize("byte", [3, 9, 14], ids=["length", "length-crc", "data"])
+def test_tensorboard_stops_at_a_corrupted_record(tmp_path, byte):
+    """A flipped byte in the second record's length, its CRC or its data: TensorBoard's
+    reader yields the first record only, never the damaged one (so the read-backs of
+    the core suite can fail)."""
+    second = bytearray(frame_record(b"some payload"))
+    second[byte] ^= 0xFF
+    path = tmp_path / "bad.tfrecord"
+    path.write_bytes(frame_record(b"first") + bytes(second) + frame_record(b"third"))
+    assert tb_records(str(path)) == [b"first"]

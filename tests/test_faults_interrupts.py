@@ -35,7 +35,13 @@ EXIT_SLACK = 5.0
 # and goes on; the last SIGINT ends it with an uncaught KeyboardInterrupt: atexit
 # closes the writer. stdout says which steps are unsure and where the adding stopped.
 INTERRUPTED_CHILD = f"""
-    import sys
+    import atexit, sys
+
+    def report():  # registered before asyncsummary's own: runs after its close
+        s = writer.stats()
+        print("STATS", s.queued, s.written, s.lost, s.dropped, s.rejected, flush=True)
+
+    atexit.register(report)
     from asyncsummary import AsyncSummaryWriter, install_shutdown_handlers
 
     logdir, caught, handlers = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "handlers"
@@ -61,12 +67,18 @@ INTERRUPTED_CHILD = f"""
 """
 
 
-def _check_run(logdir: str, unsure: set[int], end: int) -> None:
+def _check_run(logdir: str, unsure: set[int], end: int, stats: str) -> None:
+    """Every step below ``end`` but the ``unsure`` ones on disk once, nothing else, and
+    the writer's own counts (``STATS queued written lost dropped rejected``, after its
+    close) exact: an interrupted add was counted if and only if it was written."""
     steps = [e.step for f in read_run(logdir) for e in f.events if e.HasField("summary")]
     assert len(steps) == len(set(steps)), "an event was written twice"
     missing = set(range(end)) - unsure - set(steps)
     assert not missing, f"{len(missing)} added events not on disk, e.g. {sorted(missing)[:5]}"
     assert set(steps) <= set(range(end)), "an event that was never added"
+    queued, written, lost, dropped, rejected = map(int, stats.split()[1:])
+    assert (lost, dropped, rejected) == (0, 0, 0), stats
+    assert queued == written == len(steps), f"{stats}; {len(steps)} on disk"
 
 
 def _in_parallel(trial, count: int) -> None:
@@ -93,12 +105,13 @@ def _interrupted_child(tmp_path, handlers: str, per_child: int, n: int) -> None:
         child.signal(signal.SIGINT)
         unsure.add(int(child.expect("UNSURE").split()[1]))
         end = int(child.expect("END").split()[1])
+        stats = child.expect("STATS", timeout=CLOSE_TIMEOUT + EXIT_SLACK + 30)
         start = time.monotonic()
         status = child.wait(timeout=CLOSE_TIMEOUT + EXIT_SLACK + 30)
         took = time.monotonic() - start
         assert status == -signal.SIGINT, child.stderr()
         assert took < CLOSE_TIMEOUT + EXIT_SLACK, f"exit took {took:.1f} s"
-    _check_run(logdir, unsure, end)
+    _check_run(logdir, unsure, end, stats)
 
 
 @pytest.mark.slow
@@ -118,7 +131,9 @@ CLOSING_HANDLER_CHILD = f"""
 
     def on_term(signum, frame):
         writer.close()  # may run while the main thread is inside add()
-        print("CLOSED", step, writer.stats().lost, flush=True)
+        s = writer.stats()
+        print("CLOSED", step, flush=True)
+        print("STATS", s.queued, s.written, s.lost, s.dropped, s.rejected, flush=True)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_term)
@@ -137,15 +152,54 @@ def _sigterm_child(tmp_path, n: int) -> None:
         time.sleep(rng.uniform(0.05, 0.4))
         start = time.monotonic()
         child.signal(signal.SIGTERM)
-        _, step, lost = child.expect("CLOSED", timeout=CLOSE_TIMEOUT + 30).split()
+        step = int(child.expect("CLOSED", timeout=CLOSE_TIMEOUT + 30).split()[1])
+        stats = child.expect("STATS")
         assert child.wait(timeout=30) == 0, child.stderr()
         took = time.monotonic() - start
         assert took < CLOSE_TIMEOUT + EXIT_SLACK, f"close and exit took {took:.1f} s"
-    assert int(lost) == 0
     # The add the handler interrupted (step) may or may not be in; all before are.
-    _check_run(logdir, {int(step)}, int(step) + 1)
+    _check_run(logdir, {step}, step + 1, stats)
 
 
 @pytest.mark.slow
 def test_user_sigterm_handler_that_closes_the_writer(tmp_path):
     _in_parallel(functools.partial(_sigterm_child, tmp_path), 15)
+
+
+# The main thread calls flush_all() in a tight loop (with no writer open, it mostly
+# holds the registry's lock); each SIGTERM's handler opens, writes and closes a writer,
+# which takes that lock again on the same thread.
+REGISTRY_CHILD = """
+    import signal, sys
+    import asyncsummary
+    from asyncsummary import AsyncSummaryWriter
+
+    logdir, handled = sys.argv[1], 0
+
+    def on_term(signum, frame):
+        global handled
+        with AsyncSummaryWriter(logdir, filename_suffix=f".h{handled}") as writer:
+            writer.add_scalar("handled", handled, handled)
+        handled += 1
+        print("HANDLED", handled, flush=True)
+
+    signal.signal(signal.SIGTERM, on_term)
+    print("READY", flush=True)
+    while True:
+        asyncsummary.flush_all(timeout=5)
+"""
+
+
+def test_signal_handler_that_opens_a_writer_while_the_registry_is_held(tmp_path):
+    """Every lock a caller can hold is reentrant: with the registry's plain lock, a
+    handler that opened a writer while the main thread was inside ``flush_all`` waited
+    for itself forever."""
+    logdir = str(tmp_path / "run")
+    with Child(REGISTRY_CHILD, logdir) as child:
+        child.expect("READY")
+        for n in range(1, 31):
+            time.sleep(random.uniform(0.005, 0.03))
+            child.signal(signal.SIGTERM)
+            child.expect(f"HANDLED {n}", timeout=15)
+    steps = sorted(e.step for f in read_run(logdir) for e in f.events if e.HasField("summary"))
+    assert steps == list(range(30))

@@ -32,7 +32,7 @@ __all__ = ["Job", "convert_np", "default_bins", "load", "load_module", "summary"
 
 _PRIVATE_PACKAGE = __name__.rpartition(".")[0] + "._torch_tb"
 _PUBLIC_PACKAGE = "torch.utils.tensorboard"
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: see _engine.add
 _modules: dict[str, types.ModuleType] = {}
 
 

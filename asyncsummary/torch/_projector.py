@@ -64,7 +64,7 @@ class ProjectorState:
         self.config = ProjectorConfig()
         self.version = 0
         self._written = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.logdir_seen = False  #: the local logdir existed once (so a missing one was removed)
 
     def write_if_newer(self, logdir: str, version: int, text: str, storage_options: dict[str, Any] | None) -> None:

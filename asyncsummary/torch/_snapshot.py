@@ -130,7 +130,7 @@ class BufferPool:
         self._max_bytes = max_bytes
         self._free: dict[tuple[torch.dtype, int], list[torch.Tensor]] = {}
         self._free_bytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.allocations = 0  #: buffers allocated so far (the rest were reused)
 
     def acquire(self, dtype: torch.dtype, numel: int) -> torch.Tensor:
@@ -196,7 +196,7 @@ class CudaBackend:
 
 
 _backends: dict[str, DeviceBackend] = {}
-_backends_lock = threading.Lock()
+_backends_lock = threading.RLock()  # reentrant: see _engine.add
 
 
 def register_backend(device_type: str, backend: DeviceBackend | None) -> DeviceBackend | None:

@@ -25,7 +25,7 @@ __all__ = ["MAX_WORKERS", "discard", "start"]
 
 MAX_WORKERS = 2
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: see _engine.add
 _executor: DaemonThreadPoolExecutor | None = None
 _pid = -1
 
@@ -66,7 +66,7 @@ def _run(job: Job, future: concurrent.futures.Future[list[tuple[int, bytes]]]) -
 
 def _after_fork_in_child() -> None:
     global _executor, _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _executor = None
 
 
