@@ -253,7 +253,13 @@ def test_hung_storage_never_hangs_shutdown(logdir, mode):
 
 
 EXIT_CHILD = """
-    import sys, threading
+    import atexit, sys, threading
+
+    def report():  # registered before asyncsummary's own: runs after its close
+        s = writer.stats()
+        print("STATS", s.queued, s.written, s.lost, s.dropped, s.rejected, flush=True)
+
+    atexit.register(report)
     from asyncsummary import AsyncSummaryWriter, WriterClosedError
 
     logdir, mode = sys.argv[1], sys.argv[2]
@@ -298,12 +304,16 @@ def test_exit_without_close_writes_everything(logdir, mode):
     """
     with Child(EXIT_CHILD, logdir, mode) as child:
         child.expect("MAIN DONE")
+        stats = child.expect("STATS")
         assert child.wait() == 0, child.stderr()
     by_tag: dict[str, list[int]] = {}
     for f in read_run(logdir):
         assert f.tail == 0
         for event in f.events[1:]:
             by_tag.setdefault(event.summary.value[0].tag, []).append(event.step)
+    queued, written, lost, dropped, rejected = map(int, stats.split()[1:])
+    on_disk = sum(len(steps) for steps in by_tag.values())
+    assert (lost, dropped, rejected) == (0, 0, 0) and queued == written == on_disk, stats
     assert by_tag["main"] == list(range(5 if mode == "unopened" else 5_000))
     if mode == "thread":
         assert by_tag["other"] == list(range(10_000))
