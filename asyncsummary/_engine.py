@@ -221,6 +221,7 @@ class WriterEngine:
         self._out_events = 0
         self._out_seq = 0
         self._closing = False
+        self._close_owed = False  # closed for adds, but the loop was not told yet
         self._close_deadline = 0.0
         self._close_error: WriteError | None = None
         self._backoff = 0.0
@@ -486,17 +487,31 @@ class WriterEngine:
 
     def start_close(self, timeout: float) -> concurrent.futures.Future[None] | None:
         """The first half of :meth:`close` (see :meth:`start_flush`): the writer is
-        closed for adds at once; None when it was already closed (or never wrote)."""
+        closed for adds at once; None when its close was already started (or it never
+        wrote).
+
+        Interrupt-safe (see :meth:`add`): the state changes first, and the close is
+        marked as owed until the loop has it, so a close interrupted before it reached
+        the loop (Ctrl-C) is started by the next ``close()``, or by the exit's.
+        """
         with self._lock:
-            if self._state is _State.CLOSED:
-                return None
-            started = self._state is _State.OPEN
-            self._state = _State.CLOSED
+            if self._state is not _State.CLOSED:
+                self._close_owed = self._state is _State.OPEN
+                self._state = _State.CLOSED
+            future = None
+            if self._close_owed:
+                future = asyncio.run_coroutine_threadsafe(self._close_on_loop(timeout), self._loop)
+                self._close_owed = False
             self._space.notify_all()
-        _registry.unregister(self)
-        if not started:
-            return None
-        return asyncio.run_coroutine_threadsafe(self._close_on_loop(timeout), self._loop)
+        if self._task_done is None:  # it never wrote: nothing of it is left to wait for
+            _registry.unregister(self)
+        return future
+
+    @property
+    def drained(self) -> concurrent.futures.Future[None] | None:
+        """Done once the drain has ended (the close wrote or gave up everything); None
+        when it never started (nothing was ever added)."""
+        return self._task_done
 
     def _wait(
         self, future: concurrent.futures.Future[None], timeout: float, what: str, bound: float
@@ -508,7 +523,7 @@ class WriterEngine:
             else:
                 future.result(timeout)
         except concurrent.futures.TimeoutError:
-            raise self._timeout_error(what, bound) from None
+            raise self.timeout_error(what, bound) from None
         finally:
             self._forget_report(future)
 
@@ -534,7 +549,7 @@ class WriterEngine:
             try:
                 await asyncio.wait_for(asyncio.shield(coro), timeout)
             except TimeoutError:  # builtin TimeoutError only from 3.11
-                raise self._timeout_error(what, timeout) from None
+                raise self.timeout_error(what, timeout) from None
             return
         await self._await_future(asyncio.run_coroutine_threadsafe(coro, self._loop), timeout, what)
 
@@ -544,7 +559,7 @@ class WriterEngine:
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
         except TimeoutError:  # builtin TimeoutError only from 3.11
-            raise self._timeout_error(what, timeout) from None
+            raise self.timeout_error(what, timeout) from None
         finally:
             self._forget_report(future)
 
@@ -557,7 +572,7 @@ class WriterEngine:
                     if self._report is error:
                         self._report = None
 
-    def _timeout_error(self, what: str, timeout: float) -> FlushTimeoutError:
+    def timeout_error(self, what: str, timeout: float) -> FlushTimeoutError:
         stats = self.stats()
         unwritten = stats.pending_events + self._out_events
         # A sink may keep its own last error (the remote sink retries uploads itself).

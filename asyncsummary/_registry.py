@@ -1,9 +1,12 @@
-"""Every open writer engine of the process: closed at exit, reset in a forked child.
+"""Every writer engine of the process with events to write: closed at exit, reset in a
+forked child.
 
 At interpreter exit (``atexit``, which runs after non-daemon threads have finished)
 every engine still open is closed, all at once, within :data:`EXIT_TIMEOUT` seconds in
 total (each writer at most its ``close_timeout``), so a job that forgets ``close()``
-keeps its events and a dead storage server cannot hang the exit.
+keeps its events and a dead storage server cannot hang the exit. An engine stays here
+until its close has ended, so the exit also waits for a close already under way: a
+``close()`` that Ctrl-C interrupted still writes everything.
 
 A ``multiprocessing`` child (any start method: fork, spawn, forkserver; ``Pool``
 workers and DataLoader workers among them) ends with ``os._exit`` after running
@@ -37,11 +40,12 @@ __all__ = ["EXIT_TIMEOUT", "aflush_all", "close_all", "flush_all", "open_engines
 #: Seconds that all open writers together get to finish at exit.
 EXIT_TIMEOUT = 30.0
 
-#: Reentrant: a signal handler may close a writer (unregister) on the thread that is
-#: inside register() or open_engines() with it held.
+#: Reentrant: a signal handler may open or close a writer on the thread that is inside
+#: register() or open_engines() with it held.
 _lock = threading.RLock()
+#: Every engine whose drain may still hold events: from its start until its drain has
+#: ended (its close wrote or gave up everything), closing ones among them.
 _engines: dict[int, WriterEngine] = {}
-_closing: dict[int, concurrent.futures.Future[None]] = {}  # closes still running
 _finalizer_pid = -1  # the process whose multiprocessing exit finalizer is installed
 
 #: Seconds a caller waits past each writer's bound for its flush or close to report.
@@ -52,30 +56,38 @@ _EXIT_PRIORITY = 10
 
 
 def register(engine: WriterEngine) -> None:
+    """``engine`` started its drain: it is kept until that drain ends."""
+    key = id(engine)
     with _lock:
-        _engines[id(engine)] = engine
-        if engine.closed:  # a signal handler on this thread closed it just now
-            _engines.pop(id(engine), None)
+        _engines[key] = engine
         hook = _finalizer_pid != os.getpid()
+    drained = engine.drained
+    if drained is not None:
+        # Runs on the loop's thread, which must never wait for this module's lock: a
+        # signal handler on the main thread may hold it while it waits for the loop.
+        # One dict operation is atomic; a drain ends once per process (a forked
+        # child's engine starts a new one, and the parent's never ends there).
+        drained.add_done_callback(lambda _: _engines.pop(key, None))
     if hook:
         _close_at_multiprocessing_exit()
 
 
 def unregister(engine: WriterEngine) -> None:
-    """``engine`` is closing: no longer open, but :func:`flush_all` waits for its close."""
-    key = id(engine)
+    """``engine`` closed without ever starting a drain: nothing of it to wait for."""
     with _lock:
-        _engines.pop(key, None)
-        # The engine's drain task; it ends when its close has written everything.
-        drain = getattr(engine, "_task_done", None)
-        if drain is not None and not drain.done():
-            _closing[key] = drain
-            drain.add_done_callback(lambda _: _closing.pop(key, None))
+        _engines.pop(id(engine), None)
 
 
 def open_engines() -> list[WriterEngine]:
+    """The writers open for adds."""
     with _lock:
-        return list(_engines.values())
+        return [engine for engine in _engines.values() if not engine.closed]
+
+
+def _closing_drains() -> list[concurrent.futures.Future[None]]:
+    with _lock:
+        engines = [engine for engine in _engines.values() if engine.closed]
+    return [d for d in (engine.drained for engine in engines) if d is not None and not d.done()]
 
 
 def flush_all(timeout: float = 30.0) -> None:
@@ -98,9 +110,7 @@ def flush_all(timeout: float = 30.0) -> None:
         open_engines(), lambda engine: engine.start_flush(), lambda engine: timeout, "flush",
         deadline,
     )
-    with _lock:
-        closing = list(_closing.values())
-    concurrent.futures.wait(closing, max(0.0, deadline - time.monotonic()))
+    concurrent.futures.wait(_closing_drains(), max(0.0, deadline - time.monotonic()))
     for error in errors:
         if error is not None:
             raise error
@@ -117,14 +127,17 @@ async def aflush_all(timeout: float = 30.0) -> None:
 
 
 def close_all(timeout: float = EXIT_TIMEOUT) -> list[BaseException]:
-    """Close every open writer concurrently within ``timeout`` seconds in total.
+    """Close every writer concurrently within ``timeout`` seconds in total, and wait
+    for the closes already under way (a ``close()`` that Ctrl-C interrupted, say).
 
     Each writer gets at most its own ``close_timeout`` of that (the writer's documented
     bound of close and exit), so a hung storage delays the exit only that long.
     """
     deadline = time.monotonic() + timeout + _JOIN_GRACE
+    with _lock:
+        engines = list(_engines.values())
     errors = _each_at_once(
-        open_engines(),
+        engines,
         lambda engine: engine.start_close(min(timeout, engine.close_timeout)),
         lambda engine: min(timeout, engine.close_timeout),
         "close",
@@ -147,7 +160,8 @@ def _each_at_once(
     thread is started: at exit (``atexit``) Python 3.12 refuses to start threads
     ("can't create new thread at interpreter shutdown", CPython gh-113964), so a
     thread per writer there lost every event still pending. A writer closed meanwhile
-    (by another thread, or a signal handler) is no error: its close writes it out.
+    (by another thread, or a signal handler) is no error: its close writes it out. A
+    close already under way elsewhere is waited for (its drain), not started again.
     """
     started: list[tuple[float, concurrent.futures.Future[None] | None]] = []
     errors: list[BaseException | None] = [None] * len(engines)
@@ -160,9 +174,14 @@ def _each_at_once(
             started.append((0.0, None))
             errors[i] = exc
     for i, (engine, (own_deadline, future)) in enumerate(zip(engines, started, strict=True)):
-        if future is None:
-            continue
         wait = max(0.0, min(own_deadline + _JOIN_GRACE, deadline) - time.monotonic())
+        if future is None:
+            drained = engine.drained
+            if what == "close" and drained is not None and not drained.done():
+                done, _ = concurrent.futures.wait([drained], wait)
+                if not done:
+                    errors[i] = engine.timeout_error("close", bound(engine))
+            continue
         try:
             engine.finish(future, wait, what, bound(engine))
         except WriterClosedError:
@@ -204,9 +223,11 @@ def _close_at_multiprocessing_exit() -> None:
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.RLock()
-    _closing.clear()  # the parent's closes: never to finish here
-    for engine in list(_engines.values()):
-        engine.after_fork_in_child()
+    for key, engine in list(_engines.items()):
+        if engine.closed:  # the parent's close, never to finish here
+            del _engines[key]
+        else:
+            engine.after_fork_in_child()
 
 
 atexit.register(_close_at_exit)

@@ -203,3 +203,36 @@ def test_signal_handler_that_opens_a_writer_while_the_registry_is_held(tmp_path)
             child.expect(f"HANDLED {n}", timeout=15)
     steps = sorted(e.step for f in read_run(logdir) for e in f.events if e.HasField("summary"))
     assert steps == list(range(30))
+
+
+# close() waits for a stalled storage (it comes back 2 s later); Ctrl-C interrupts that
+# wait. The close already under way must still write everything before the exit.
+CLOSE_INTERRUPTED_CHILD = """
+    import sys, threading, time
+    from asyncsummary import AsyncSummaryWriter
+    from asyncsummary._sinks import FileSink
+    from asyncsummary.testing import GatedSink
+
+    gate = threading.Event()
+    writer = AsyncSummaryWriter(
+        sys.argv[1], sink_factory=lambda path: GatedSink(FileSink(path), gate), close_timeout=30
+    )
+    for step in range(1000):
+        writer.add_scalar("x", step, step)
+    threading.Thread(target=lambda: (time.sleep(2), gate.set()), daemon=True).start()
+    print("CLOSING", flush=True)
+    writer.close()
+"""
+
+
+def test_ctrl_c_during_close_still_writes_everything(tmp_path):
+    """A KeyboardInterrupt in ``close()``'s wait ends the program; the exit waits for
+    that close (it is no longer an open writer, but its events are not written yet)."""
+    logdir = str(tmp_path / "run")
+    with Child(CLOSE_INTERRUPTED_CHILD, logdir) as child:
+        child.expect("CLOSING")
+        time.sleep(0.5)
+        child.signal(signal.SIGINT)
+        assert child.wait(timeout=40) == -signal.SIGINT, child.stderr()
+    steps = [e.step for f in read_run(logdir) for e in f.events if e.HasField("summary")]
+    assert steps == list(range(1000))
