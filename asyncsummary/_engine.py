@@ -269,12 +269,12 @@ class WriterEngine:
         """
         size += ITEM_OVERHEAD
         with self._lock:
-            if (
+            slow = (
                 self._state is not _State.OPEN
                 or self._report is not None
                 or self._pending_bytes + size > self._max_pending
-            ):
-                self._add_slow(kind, payload, step, wall_time, size)
+            )
+            if slow and not self._make_room(size):
                 return
             item = (kind, payload, step, wall_time, size)
             self._pending_bytes += size
@@ -285,6 +285,8 @@ class WriterEngine:
             if self._pending_bytes >= self._batch_bytes and not self._wake_sent:
                 self._wake_sent = True
                 self._loop.call_soon_threadsafe(self._wakeup.set)
+            if slow:
+                self._raise_report()
 
     def _closed_during_add(self, item: tuple[int, Any, int, float, int]) -> None:
         """A signal handler closed the writer while this thread was inside ``add``.
@@ -300,12 +302,13 @@ class WriterEngine:
             self._pending.pop()
             raise WriterClosedError(f"writer for {self._display!r} was closed during this add")
 
-    def _add_slow(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> None:
-        """The rare cases of :meth:`add`, with the lock held.
+    def _make_room(self, size: int) -> bool:
+        """The rare cases of :meth:`add`, with the lock held, before its event is
+        appended. Returns False when the event is dropped (``drop_newest``).
 
         Which errors mean what: ``WriterClosedError``, ``ValueError`` and
         ``PendingLimitError`` mean this event was not queued. A stored ``WriteError``
-        or ``InvalidEventError`` is about earlier events: it is raised *after* this
+        or ``InvalidEventError`` is about earlier events: ``add`` raises it *after* this
         event is queued (it is written once the storage recovers), so the add that
         reports a failure never loses its own event.
         """
@@ -324,7 +327,7 @@ class WriterEngine:
             elif self._policy is Policy.DROP_NEWEST:
                 self._dropped += 1
                 self._raise_report()
-                return
+                return False
             elif self._policy is Policy.DROP_OLDEST:
                 while self._pending_bytes + size > self._max_pending:
                     self._dropped += 1  # counters first, the popleft() last (see add)
@@ -334,16 +337,7 @@ class WriterEngine:
                 raise PendingLimitError(
                     f"{self._pending_bytes} bytes pending, max_pending_bytes={self._max_pending}"
                 )
-        item = (kind, payload, step, wall_time, size)
-        self._pending_bytes += size
-        self._added += 1
-        self._pending.append(item)
-        if self._state is not _State.OPEN:
-            self._closed_during_add(item)
-        if self._pending_bytes >= self._batch_bytes and not self._wake_sent:
-            self._wake_sent = True
-            self._loop.call_soon_threadsafe(self._wakeup.set)
-        self._raise_report()
+        return True
 
     def _raise_report(self) -> None:
         """Raise the stored error, if any, once this add's own event is dealt with."""
@@ -353,7 +347,7 @@ class WriterEngine:
 
     def _wait_for_room(self, size: int) -> None:
         # Storage errors meanwhile do not end the wait: the loop retries them, and this
-        # add raises the stored error once its event is queued (see _add_slow).
+        # add raises the stored error once its event is queued (see _make_room).
         deadline = time.monotonic() + self._block_timeout
         self._blocked += 1
         try:
