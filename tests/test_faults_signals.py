@@ -25,7 +25,10 @@ from .procs import Child, read_run
 
 FLUSHED, ADDED = 1000, 3000
 
-# Adds FLUSHED events and flushes them, adds more, then waits for a signal.
+# Adds FLUSHED events and flushes them, adds more, then waits for a signal. Nothing
+# but a flush or a close writes the rest: the batch that wakes the loop early is larger
+# than all of them (2000 events of about 270 counted bytes each passed the default
+# 512 KiB, so the loop sometimes wrote them before the signal came).
 WAITING_CHILD = f"""
     import signal, sys
     from asyncsummary import AsyncSummaryWriter, install_shutdown_handlers
@@ -33,7 +36,7 @@ WAITING_CHILD = f"""
     logdir, handler = sys.argv[1], sys.argv[2] == "handler"
     if handler:
         install_shutdown_handlers(timeout=30)
-    writer = AsyncSummaryWriter(logdir, flush_secs=3600)
+    writer = AsyncSummaryWriter(logdir, flush_secs=3600, batch_bytes=64 << 20)
     for step in range({FLUSHED}):
         writer.add_scalar("x", step, step)
     writer.flush()
