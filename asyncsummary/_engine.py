@@ -6,9 +6,11 @@ Guarantees (each one is tested in ``tests/test_core_engine.py`` and ``tests/test
   lock and adds its size to a counter. No syscall, no parsing, no serialization, no
   wake-up of the loop per event: the loop is woken only when the pending bytes cross
   ``batch_bytes``, by the ``flush_secs`` timer, and by ``flush``/``close``.
-* **Bounded memory.** Pending bytes never exceed ``max_pending_bytes`` (each event is
-  counted as its payload plus :data:`ITEM_OVERHEAD`). The drain holds at most one more
-  batch while it writes. When the bound is reached the policy decides:
+* **Bounded memory.** The events a writer holds, those waiting in the deque *and* the
+  batch the drain took off it and is writing, never exceed ``max_pending_bytes`` (each
+  event counted as its payload plus :data:`ITEM_OVERHEAD`): a batch keeps its room, and
+  room for the copies framing makes of it, until the sink took all of its bytes
+  (:func:`_reserved_for`). When the bound is reached the policy decides:
   ``block`` (default: wait for room, at most ``block_timeout`` seconds, then
   :class:`PendingLimitError`), ``drop_oldest``, ``drop_newest`` (both counted in
   ``stats().dropped``) or ``raise``.
@@ -47,7 +49,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _encoder, _event, _registry
@@ -193,7 +195,13 @@ class WriterEngine:
         self._lock = threading.RLock()
         self._space = threading.Condition(self._lock)
         self._pending: collections.deque[tuple[int, Any, int, float, int]] = collections.deque()
-        self._pending_bytes = 0
+        self._pending_bytes = 0  # accounted bytes of the events in the deque
+        # Room for the deque: max_pending_bytes less what the drain holds for the batch
+        # it took off the deque (see _write_pending), given back once the batch is
+        # written. add() compares with it alone.
+        self._room = self._max_pending
+        self._in_flight_events = 0
+        self._in_flight_bytes = 0  # accounted bytes of the batch being written
         self._peak_pending = 0
         # Sequence number of the last appended event, which is also the count of events
         # accepted (stats().queued): every accepted event is appended, once.
@@ -272,7 +280,7 @@ class WriterEngine:
             slow = (
                 self._state is not _State.OPEN
                 or self._report is not None
-                or self._pending_bytes + size > self._max_pending
+                or self._pending_bytes + size > self._room
             )
             if slow and not self._make_room(size):
                 return
@@ -321,7 +329,7 @@ class WriterEngine:
                 f"event of {size - ITEM_OVERHEAD} bytes does not fit in max_pending_bytes="
                 f"{self._max_pending}; raise max_pending_bytes to log it"
             )
-        if self._pending_bytes + size > self._max_pending:
+        if self._pending_bytes + size > self._room:
             if self._policy is Policy.BLOCK:
                 self._wait_for_room(size)
             elif self._policy is Policy.DROP_NEWEST:
@@ -329,13 +337,15 @@ class WriterEngine:
                 self._raise_report()
                 return False
             elif self._policy is Policy.DROP_OLDEST:
-                while self._pending_bytes + size > self._max_pending:
+                # The batch being written cannot be dropped: an event larger than the
+                # room beside it (max_pending_bytes less one batch) is still taken.
+                while self._pending and self._pending_bytes + size > self._room:
                     self._dropped += 1  # counters first, the popleft() last (see add)
                     self._pending_bytes -= self._pending[0][4]
                     self._pending.popleft()
             else:
                 raise PendingLimitError(
-                    f"{self._pending_bytes} bytes pending, max_pending_bytes={self._max_pending}"
+                    f"{self._held_bytes()} bytes pending, max_pending_bytes={self._max_pending}"
                 )
         return True
 
@@ -351,7 +361,7 @@ class WriterEngine:
         deadline = time.monotonic() + self._block_timeout
         self._blocked += 1
         try:
-            while self._pending_bytes + size > self._max_pending:
+            while self._pending_bytes + size > self._room:
                 if not self._wake_sent:
                     self._wake_sent = True
                     self._loop.call_soon_threadsafe(self._wakeup.set)
@@ -443,9 +453,14 @@ class WriterEngine:
             await self._await_future(future, timeout + _CLOSE_GRACE, "close")
         self._raise_pending_report()
 
+    def _held_bytes(self) -> int:
+        """Accounted bytes of every event not written yet: the deque and the batch."""
+        return self._pending_bytes + self._in_flight_bytes
+
     def stats(self) -> WriterStats:
         with self._lock:
-            pending_events, pending_bytes = len(self._pending), self._pending_bytes
+            pending_events = len(self._pending) + self._in_flight_events
+            pending_bytes = self._held_bytes()
             queued, dropped, lost, rejected = self._added, self._dropped, self._lost, self._rejected
             peak = self._peak_pending = max(self._peak_pending, pending_bytes)
         return WriterStats(
@@ -568,7 +583,7 @@ class WriterEngine:
 
     def timeout_error(self, what: str, timeout: float) -> FlushTimeoutError:
         stats = self.stats()
-        unwritten = stats.pending_events + self._out_events
+        unwritten = stats.pending_events  # the batch being written included
         # A sink may keep its own last error (the remote sink retries uploads itself).
         error = self._last_error or getattr(self._sink, "last_error", None)
         cause = f"; last storage error: {error!r}" if error else ""
@@ -644,11 +659,15 @@ class WriterEngine:
         # flush forever when adds keep arriving faster than a slow storage writes.
         #
         # One batch at a time: the drain takes at most ``batch_bytes`` of items (at
-        # least one) from the head of the deque and frees only that much room, so what
-        # the process holds stays within max_pending_bytes (the deque) plus one batch
-        # (the items taken, and their framed copy) however slow the storage is. Taking
-        # the whole deque at once freed all its room while the drain still held it, so
-        # a slow but moving storage let memory grow to twice the bound and more.
+        # least one) from the head of the deque, and their room (and the room of the
+        # copies framing makes, see _reserved_for) is given back only when the sink has
+        # taken all their bytes (_commit_out). So the events the process holds, queued
+        # or being written, and their copies stay within max_pending_bytes however slow
+        # the storage is.
+        # Taking the whole deque at once freed all its room while the drain still held
+        # it, so a slow but moving storage let memory grow to twice the bound and more;
+        # freeing a batch's room when it was taken still let it grow by two batches
+        # (the items and their framed copy) beyond the bound.
         entry_seq = self._added
         batch = self._batch_bytes
         while True:
@@ -660,25 +679,30 @@ class WriterEngine:
                     if not pending:
                         self._wake_sent = False
                         return
-                    self._peak_pending = max(self._peak_pending, self._pending_bytes)
+                    self._peak_pending = max(self._peak_pending, self._held_bytes())
                     items: Any
-                    if self._pending_bytes <= batch:  # all of it: one swap
+                    taken = self._pending_bytes
+                    if taken <= batch:  # all of it: one swap
                         items, self._pending = pending, collections.deque()
-                        self._pending_bytes = 0
                     else:
-                        guess = len(pending) * batch // self._pending_bytes
+                        guess = len(pending) * batch // taken
                         items, taken = _take_batch(pending, guess, batch)
-                        self._pending_bytes -= taken
+                    # Counters first, the room last: no room is freed until written.
+                    self._in_flight_events = len(items)
+                    self._in_flight_bytes = taken
+                    self._pending_bytes -= taken
+                    self._room = self._max_pending - _reserved_for(items, taken)
                     self._wake_sent = False
                     # The deque holds the newest events, contiguous up to the last added.
                     seq = self._added - len(self._pending)
-                    if self._blocked:
-                        self._space.notify_all()
                 rejected = self._rejected
                 data, count = await self._encode(items)
                 count -= self._rejected - rejected  # stats().written: only what is written
                 self._out, self._out_off, self._out_events, self._out_seq = data, 0, count, seq
-                if not data:
+                # No local may keep a batch alive once written: while the next one is
+                # framed, the last one's bytes would still be held (one batch more).
+                del data, items
+                if not self._out:
                     self._commit_out()
                     continue
             if self._sink is None:
@@ -743,11 +767,18 @@ class WriterEngine:
         self._commit_out()
 
     def _commit_out(self) -> None:
+        """The sink took every byte of the batch: count it, give its room back."""
         self._written += self._out_events
         self._events_since_flush += self._out_events
         self._done_seq = max(self._done_seq, self._out_seq)
         self._out = None
         self._out_events = 0
+        with self._lock:
+            self._peak_pending = max(self._peak_pending, self._held_bytes())
+            self._in_flight_events = self._in_flight_bytes = 0
+            self._room = self._max_pending
+            if self._blocked:
+                self._space.notify_all()
 
     async def _flush_sink(self, explicit: bool = True) -> None:
         if self._sink is None:
@@ -805,6 +836,8 @@ class WriterEngine:
             lost = len(self._pending) + self._out_events
             self._pending.clear()
             self._pending_bytes = 0
+            self._room = self._max_pending
+            self._in_flight_events = self._in_flight_bytes = 0
             self._lost += lost
             self._report = None
         self._out = None
@@ -868,3 +901,17 @@ def _take_batch(
 
 
 _size_of = operator.itemgetter(4)
+
+
+def _reserved_for(items: Sequence[tuple[int, Any, int, float, int]], taken: int) -> int:
+    """The room a batch of ``taken`` accounted bytes keeps until it is written.
+
+    The drain copies a batch of small events while it frames them: into the buffer it
+    writes, and for a moment into one more (their summaries, checked by one protobuf
+    parse). A batch of several events keeps room for itself and both copies, so the
+    memory the process holds for a writer stays within ``max_pending_bytes``, and the
+    allocator's slack within one batch more (``benchmarks/memory.py``). A lone event
+    keeps only its own room: if large, it is written from the caller's own bytes object,
+    never copied (payloads over 64 KiB, see ``_encoder``); if small, its copies are small.
+    """
+    return taken if len(items) == 1 else 3 * taken

@@ -88,6 +88,7 @@ class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
                 return
             if item is not None:
                 self._run(item)
+            del item
 
     def _worker(self) -> None:
         while True:
@@ -99,6 +100,9 @@ class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
             if item is None:
                 return
             self._run(item)
+            # Never keep the last call's arguments while idle: a write's are its buffer
+            # (a whole batch, or an image), held until the next call came otherwise.
+            del item
 
     @staticmethod
     def _run(item: Any) -> None:

@@ -1,12 +1,14 @@
 """Memory while the storage is stalled or slow and events keep coming: the bound holds.
 
-The target: what a writer holds stays within ``max_pending_bytes`` (the pending
-events, counted as the writer counts: payload + ``ITEM_OVERHEAD``) plus one batch
-(``batch_bytes``: what the drain took off the queue and is framing and writing).
-Each case floods one writer with four times ``max_pending_bytes`` of summaries:
+The target: the resident memory a writer adds stays within ``max_pending_bytes`` (the
+events it holds, queued or being written, counted as the writer counts: payload +
+``ITEM_OVERHEAD``) plus one batch (the framed copy the drain makes of the batch it
+writes: ``batch_bytes``, or one event when an event is larger than that). Each case
+floods one writer with four times ``max_pending_bytes`` of summaries of 100 bytes
+(about a scalar's), 16 KiB and 1 MiB (an image; payloads of 64 KiB and more are
+written as they are, never copied):
 
-* **stalled** storage (``asyncsummary.testing.GatedSink``, gate closed), summaries
-  about a scalar's size, 1 KiB and 16 KiB:
+* **stalled** storage (``asyncsummary.testing.GatedSink``, gate closed):
 
   * ``drop_oldest``: every add returns at once; the oldest pending events are dropped
     (counted in ``stats().dropped``) so that the pending bytes stay within the bound.
@@ -15,19 +17,20 @@ Each case floods one writer with four times ``max_pending_bytes`` of summaries:
 
 * **slow but moving** storage (``asyncsummary.testing.DelayedSink``: every write
   first blocks the file's thread for 5 ms, as a slow NFS write does), ``block``
-  policy, tiny and 16 KiB summaries: the flood goes through at the storage's pace,
+  policy: the flood goes through at the storage's pace,
   the caller waiting for room, while the drain frames and writes batch after batch.
 
 Each runs in a fresh child process, so its resident set is its own: the peak RSS
 (``VmHWM``, reset just before the flood) minus the RSS just before it is compared
 with ``max_pending_bytes`` (``growth/bound``) and with the bound plus one batch
-(``growth/(bound+batch)``: at most 1 is the target, allocator slack aside), next to
+(``growth/(bound+batch)``: at most 1 is the target), next to
 ``stats().peak_pending_bytes`` (the writer's own accounting). Then the writer closes,
 writing what it kept.
 
 ``--before REF`` runs every case a second time on the library as of git ``REF``
-(extracted to a temporary folder; the benchmark code is this one), for a
-before/after table in one run.
+(extracted to a temporary folder, with this checkout's compiled encoder when the
+ref's C source is the same; the benchmark code is this one), for a before/after
+table in one run.
 """
 
 from __future__ import annotations
@@ -47,11 +50,10 @@ from . import command_line, jsonable, temp_logdir
 
 __all__ = ["main", "run"]
 
-#: Serialized summary sizes flooded into a stalled sink: about a scalar's, 1 KiB, 16 KiB.
-EVENT_SIZES = (32, 1024, 16384)
+#: Serialized summary sizes flooded: about a scalar's, 16 KiB, 1 MiB (an image).
+EVENT_SIZES = (100, 16 << 10, 1 << 20)
 
-#: Sizes flooded into slow but moving storage, and its pause before every write.
-SLOW_EVENT_SIZES = (32, 16384)
+#: Slow but moving storage's pause before every write.
 SLOW_WRITE_SECONDS = 0.005
 
 #: The writers' batch (AsyncSummaryWriter's default).
@@ -78,7 +80,7 @@ def _reset_peak() -> bool:
 
 def flood(storage: str, policy: str, max_pending: int, factor: int, event_bytes: int) -> dict[str, Any]:
     """In this process: stall (or slow down) a writer, flood it, measure; then close."""
-    from asyncsummary import AsyncSummaryWriter, FileSink, PendingLimitError
+    from asyncsummary import AsyncSummaryWriter, FileSink, PendingLimitError, _encoder
     from asyncsummary._engine import ITEM_OVERHEAD
     from asyncsummary.testing import DelayedSink, GatedSink
 
@@ -139,11 +141,15 @@ def flood(storage: str, policy: str, max_pending: int, factor: int, event_bytes:
             writer.close(timeout=120)
         final = writer.stats()
     growth = (peak - before) * 1024
+    # One batch: what the drain frames at once (at least one event, however large).
+    batch = max(BATCH_BYTES, len(template) + 8 + ITEM_OVERHEAD)
     return {
         "storage": storage,
         "policy": policy,
+        "encoder": _encoder.IMPLEMENTATION,
         "max_pending_bytes": max_pending,
         "batch_bytes": BATCH_BYTES,
+        "batch": batch,
         "flood_events": count,
         "event_bytes": len(template) + 8,
         "flood_bytes": count * (len(template) + 8 + ITEM_OVERHEAD),
@@ -157,7 +163,7 @@ def flood(storage: str, policy: str, max_pending: int, factor: int, event_bytes:
         "rss_peak_bytes": peak * 1024,
         "rss_growth_bytes": growth,
         "rss_growth_vs_bound": growth / max_pending,
-        "rss_growth_vs_bound_plus_batch": growth / (max_pending + BATCH_BYTES),
+        "rss_growth_vs_bound_plus_batch": growth / (max_pending + batch),
         "peak_pending_vs_bound": stats.peak_pending_bytes / max_pending,
         "peak_is_vmhwm": peak_reset,
         "bound_held": stats.peak_pending_bytes <= max_pending,
@@ -183,7 +189,7 @@ def _cases(cwd: str, max_pending: int) -> dict[str, Any]:
         for size in EVENT_SIZES
         for policy in ("drop_oldest", "block")
     }
-    cases.update({f"slow 5 ms/write, block, {size} B events": ("slow", "block", size) for size in SLOW_EVENT_SIZES})
+    cases.update({f"slow 5 ms/write, block, {size} B events": ("slow", "block", size) for size in EVENT_SIZES})
     return {key: _in_child(cwd, storage, policy, max_pending, 4, size) for key, (storage, policy, size) in cases.items()}
 
 
@@ -199,6 +205,15 @@ def _library_at(ref: str, root: str, into: str) -> None:
             safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # 3.10.12+
             tar.extractall(into, **safe)  # type: ignore[arg-type]
     os.symlink(os.path.join(root, "benchmarks"), os.path.join(into, "benchmarks"))
+    here, there = os.path.join(root, "asyncsummary"), os.path.join(into, "asyncsummary")
+    source = "_native.c"
+    if os.path.exists(os.path.join(there, source)):
+        with open(os.path.join(here, source), "rb") as a, open(os.path.join(there, source), "rb") as b:
+            same = a.read() == b.read()
+        if same:  # the same encoder, compiled: compare the engines, not the encoders
+            for name in os.listdir(here):
+                if name.startswith("_native.") and name.endswith(".so"):
+                    shutil.copy(os.path.join(here, name), there)
 
 
 def run(quick: bool = False, before: str | None = None) -> dict[str, Any]:
@@ -217,7 +232,7 @@ def run(quick: bool = False, before: str | None = None) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> list[str]:
-    lines = ["memory, flood of 4x max_pending_bytes (batch_bytes 512 KiB):"]
+    lines = ["memory, flood of 4x max_pending_bytes (batch_bytes 512 KiB; batch: one event when larger):"]
     lines.append(
         f"  {'storage, policy, event size':<52}{'bound MiB':>10}{'flood MiB':>10}{'peak pending MiB':>18}"
         f"{'RSS growth MiB':>16}{'growth/bound':>14}{'growth/(bound+batch)':>22}{'dropped':>9}"

@@ -110,7 +110,7 @@ def test_slow_storage(quick_run: tuple[dict[str, Any], str]) -> None:
 
 def test_memory_bound_holds(quick_run: tuple[dict[str, Any], str]) -> None:
     results, _ = quick_run
-    assert len(results["memory"]) == 8  # 6 stalled-sink cases, 2 slow-storage cases
+    assert len(results["memory"]) == 9  # 100 B, 16 KiB, 1 MiB: stalled x 2 policies, slow x 1
     for key, r in results["memory"].items():
         keys = ("max_pending_bytes", "peak_pending_bytes", "rss_growth_bytes", "rss_growth_vs_bound",
                 "rss_growth_vs_bound_plus_batch", "added")
