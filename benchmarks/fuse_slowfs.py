@@ -15,6 +15,14 @@ missing.
 Run it as its own process (``python -m benchmarks.fuse_slowfs ROOT MOUNT --delay S``):
 its Python callbacks then never compete for the benchmark's GIL. :func:`mounted`
 does that, waits for the mount and always unmounts.
+
+It can also be *hung* storage (a dead NFS server, a stuck FUSE daemon), for the tests:
+with ``--hang-while PATH`` (``mounted(..., hang_while=PATH)``) every WRITE request
+blocks, without polling per request, while the file ``PATH`` (outside the mount)
+exists, so the ``write(2)`` that sent it does not return; removing ``PATH`` releases
+every blocked write and lets new ones through. With ``--blocked-log LOG`` each write
+that starts waiting first appends a line to ``LOG`` (:func:`blocked_writes` reads it),
+so a test can wait until the kernel has really handed the hung writes over.
 """
 
 from __future__ import annotations
@@ -27,13 +35,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["mounted", "slow_passthrough", "unavailable"]
+__all__ = ["blocked_writes", "mounted", "slow_passthrough", "unavailable"]
 
 _MOUNT_TIMEOUT = 20.0
+#: How often the hang's watcher looks for the release (only while a write waits).
+_HANG_POLL = 0.02
 
 
 def unavailable() -> str | None:
@@ -53,12 +64,73 @@ def unavailable() -> str | None:
     return None
 
 
-def slow_passthrough(root: str, delay: float) -> Any:
+class _Hang:
+    """Holds WRITE requests while the file ``path`` exists (see the module docstring).
+
+    A waiting request blocks on a condition, costing no CPU; one watcher thread looks
+    for ``path`` every ``_HANG_POLL`` s, only while some request waits, and wakes them
+    all once it is gone (each then looks again itself: creating ``path`` anew hangs
+    the next writes again).
+    """
+
+    def __init__(self, path: str, log: str | None) -> None:
+        self.path = path
+        self.log = log
+        self._cond = threading.Condition()
+        self._waiting = 0
+        threading.Thread(target=self._watch, name="hang-watcher", daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                while self._waiting == 0:
+                    self._cond.wait()
+            time.sleep(_HANG_POLL)
+            if not os.path.exists(self.path):
+                with self._cond:
+                    self._cond.notify_all()
+
+    def wait(self, path: str, offset: int, size: int) -> None:
+        if not os.path.exists(self.path):
+            return
+        if self.log is not None:  # one short O_APPEND write: whole lines, never interleaved
+            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{path}\t{offset}\t{size}\n".encode())
+            finally:
+                os.close(fd)
+        with self._cond:
+            self._waiting += 1
+            self._cond.notify_all()  # wakes the watcher
+            try:
+                while os.path.exists(self.path):
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+
+
+def blocked_writes(log: str) -> list[str]:
+    """The path (inside the mount, from its root) of each WRITE request that started
+    waiting on the hang, in order, from the ``blocked_log`` of :func:`mounted`."""
+    try:
+        with open(log, encoding="utf-8") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    return [line.split("\t", 1)[0] for line in data.split("\n")[:-1]]  # whole lines only
+
+
+def slow_passthrough(root: str, delay: float, hang_while: str | None = None,
+                     blocked_log: str | None = None) -> Any:
     """The fusepy ``Operations`` mirroring ``root``, sleeping ``delay`` s in each write.
 
+    With ``hang_while``, each write first waits while that file exists, and with
+    ``blocked_log`` notes it there (see the module docstring).
     Defined on call: importing fusepy fails where libfuse2 is missing.
     """
     from fuse import FuseOSError, Operations
+
+    hang = _Hang(hang_while, blocked_log) if hang_while is not None else None
 
     class SlowPassthrough(Operations):  # type: ignore[misc]
         """Every operation forwards to ``root``; ``write`` sleeps ``delay`` first."""
@@ -137,6 +209,8 @@ def slow_passthrough(root: str, delay: float) -> Any:
             return os.pread(fh, size, offset)
 
         def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+            if hang is not None:
+                hang.wait(path, offset, len(data))  # the hung storage, until released
             time.sleep(delay)  # the storage's round trip
             self.writes += 1
             return os.pwrite(fh, data, offset)
@@ -162,11 +236,12 @@ def slow_passthrough(root: str, delay: float) -> Any:
     return SlowPassthrough()
 
 
-def serve(root: str, mountpoint: str, delay: float) -> None:
+def serve(root: str, mountpoint: str, delay: float, hang_while: str | None = None,
+          blocked_log: str | None = None) -> None:
     """Mount and serve until unmounted (blocks; run it in its own process)."""
     from fuse import FUSE
 
-    FUSE(slow_passthrough(root, delay), mountpoint, foreground=True, nothreads=False,
+    FUSE(slow_passthrough(root, delay, hang_while, blocked_log), mountpoint, foreground=True, nothreads=False,
          big_writes=True, max_write=128 << 10)
 
 
@@ -176,11 +251,14 @@ def _unmount(mountpoint: str) -> None:
 
 
 @contextlib.contextmanager
-def mounted(delay: float) -> Iterator[str]:
+def mounted(delay: float, *, hang_while: str | None = None,
+            blocked_log: str | None = None) -> Iterator[str]:
     """Mount a slow passthrough (own process) over a temp folder; yield the mount point.
 
     Always unmounts and stops the server, also when the body fails. Raises
-    ``RuntimeError`` when the mount does not appear within a bound.
+    ``RuntimeError`` when the mount does not appear within a bound. ``hang_while``
+    and ``blocked_log`` make it hung storage (see the module docstring); on the way
+    out ``hang_while`` is removed first, so that no write stays blocked on it.
     """
     reason = unavailable()
     if reason is not None:
@@ -189,8 +267,13 @@ def mounted(delay: float) -> Iterator[str]:
     root, mountpoint = os.path.join(base, "backing"), os.path.join(base, "mnt")
     os.mkdir(root)
     os.mkdir(mountpoint)
+    command = [sys.executable, "-m", "benchmarks.fuse_slowfs", root, mountpoint, "--delay", str(delay)]
+    if hang_while is not None:
+        command += ["--hang-while", os.path.abspath(hang_while)]
+    if blocked_log is not None:
+        command += ["--blocked-log", os.path.abspath(blocked_log)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.fuse_slowfs", root, mountpoint, "--delay", str(delay)],
+        command,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -206,6 +289,9 @@ def mounted(delay: float) -> Iterator[str]:
             time.sleep(0.05)
         yield mountpoint
     finally:
+        if hang_while is not None:  # release the writes still blocked, if any
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(hang_while)
         _unmount(mountpoint)
         try:
             server.wait(timeout=10)
@@ -222,8 +308,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("root", help="the folder to mirror")
     parser.add_argument("mountpoint")
     parser.add_argument("--delay", type=float, default=0.005, help="seconds each write sleeps")
+    parser.add_argument("--hang-while", metavar="PATH",
+                        help="every write blocks while this file (outside the mount) exists")
+    parser.add_argument("--blocked-log", metavar="LOG",
+                        help="append a line here for each write that starts blocking")
     args = parser.parse_args(argv)
-    serve(args.root, args.mountpoint, args.delay)
+    serve(args.root, args.mountpoint, args.delay, args.hang_while, args.blocked_log)
 
 
 if __name__ == "__main__":
