@@ -150,7 +150,9 @@ class AsyncSummaryWriter:
         graph_def: Deprecated twin of ``graph``, as in TF.
         filename_suffix: Appended to every event file name.
         session: Not supported (TF2's summary-op writer); must be None.
-        max_pending_bytes: Bound of the events waiting in memory.
+        max_pending_bytes: Bound of the events held in memory: those waiting and the
+            batch being written (with room for its framed copies), each counted as its
+            payload plus 256 bytes.
         policy: What an add does at the bound: ``"block"`` (default), ``"drop_oldest"``,
             ``"drop_newest"`` or ``"raise"``.
         fsync: fsync the file on every flush (slower, survives power loss).
