@@ -85,3 +85,27 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+
+
+def _fuse_mounts() -> set[str]:
+    """Mount points of the FUSE file systems the tests mount (``benchmarks.fuse_slowfs``
+    mounts each under a fresh ``asb-fuse-*`` temp folder)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            points = {line.split()[4] for line in f if line.strip()}
+    except OSError:  # not Linux: nothing is mounted
+        return set()
+    return {p for p in points if os.path.basename(os.path.dirname(p)).startswith("asb-fuse-")}
+
+
+def pytest_sessionstart(session):
+    session.config._fuse_mounts_before = _fuse_mounts()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test leaves a mount behind: a FUSE mount made during the run and still there
+    fails the run (each test that mounts also checks its own, see test_faults_hung)."""
+    left = _fuse_mounts() - getattr(session.config, "_fuse_mounts_before", set())
+    if left:
+        print(f"\nFUSE mounts left behind by the tests: {sorted(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
