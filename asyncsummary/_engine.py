@@ -179,7 +179,9 @@ class WriterEngine:
         self._flush_secs = flush_secs
         self._fsync = fsync
         self._block_timeout = block_timeout
-        self._batch_bytes = min(batch_bytes, max_pending_bytes)
+        # At most a quarter of the bound: a batch being written keeps room for itself
+        # and its copies (_reserved_for), and the queue keeps at least a quarter.
+        self._batch_bytes = max(1, min(batch_bytes, max_pending_bytes // 4))
         self._max_file_bytes = max_file_bytes
         self.close_timeout = close_timeout  #: what the exit's close gives this writer
         self._seen_tags: set[str] = set()

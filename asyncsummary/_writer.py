@@ -171,7 +171,9 @@ class AsyncSummaryWriter:
             the flush that covered it. ``close()`` always waits.
         close_timeout: Default timeout of ``close()``/``aclose()`` and of exit.
         max_file_bytes: Start a new event file (named to sort later) past this size.
-        batch_bytes: Pending bytes that wake the background loop before the timer does.
+        batch_bytes: Pending bytes that wake the background loop before the timer does,
+            and the most it writes at once (at least one event); at most a quarter of
+            ``max_pending_bytes`` is used.
         sink_factory: Makes the sink of each event file (tests and benchmarks wrap it).
         storage_options: Passed to fsspec for a remote ``logdir`` URL.
     """

@@ -113,6 +113,32 @@ def test_bound_holds_on_a_stalled_sink(logdir, policy):
         assert steps == [0] + list(range(92, 101))  # the last nine kept
 
 
+def test_a_batch_being_written_keeps_room_for_its_copies_and_leaves_a_quarter(logdir):
+    """A batch of several events keeps its own room and its two copies' until written;
+    ``batch_bytes`` is cut to a quarter of the bound, so the queue keeps the rest."""
+    gate = threading.Event()
+    bound = ITEM * 40
+    writer, sinks = _gated(logdir, gate, max_pending_bytes=bound, batch_bytes=bound, policy="raise")
+    for step in range(10):  # a quarter of the bound: wakes the drain, which takes them
+        writer.add_summary(PAYLOAD, step)
+    _wait_until(lambda: sinks and sinks[0].entered.is_set())
+    assert writer.stats().pending_events == 10  # the batch being written is counted
+    for step in range(10, 20):  # the room left: 40 - 10 (the batch) - 20 (its copies)
+        writer.add_summary(PAYLOAD, step)
+    with pytest.raises(PendingLimitError):
+        writer.add_summary(PAYLOAD, 20)
+    stats = writer.stats()
+    assert stats.pending_events == 20 and stats.pending_bytes == ITEM * 20
+    assert stats.peak_pending_bytes <= bound
+    gate.set()
+    writer.flush(timeout=10)
+    assert writer.stats().pending_events == 0  # written: the room is back
+    for step in range(20, 30):
+        writer.add_summary(PAYLOAD, step)
+    writer.close()
+    assert [e.step for e in tb_run_events(logdir) if e.HasField("summary")] == list(range(30))
+
+
 def test_block_policy_waits_and_resumes_when_the_sink_does(logdir):
     gate = threading.Event()
     writer, sinks = _gated(logdir, gate, max_pending_bytes=ITEM * 5, batch_bytes=ITEM)
