@@ -340,7 +340,8 @@ class WriterEngine:
                 return False
             elif self._policy is Policy.DROP_OLDEST:
                 # The batch being written cannot be dropped: an event larger than the
-                # room beside it (max_pending_bytes less one batch) is still taken.
+                # room beside it (max_pending_bytes less what the batch reserved, see
+                # _reserved_for) is still taken.
                 while self._pending and self._pending_bytes + size > self._room:
                     self._dropped += 1  # counters first, the popleft() last (see add)
                     self._pending_bytes -= self._pending[0][4]

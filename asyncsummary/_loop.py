@@ -88,7 +88,6 @@ class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
                 return
             if item is not None:
                 self._run(item)
-            del item
 
     def _worker(self) -> None:
         while True:

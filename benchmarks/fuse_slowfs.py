@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["blocked_writes", "mounted", "slow_passthrough", "unavailable"]
+__all__ = ["blocked_writes", "mount_points", "mounted", "slow_passthrough", "unavailable"]
 
 _MOUNT_TIMEOUT = 20.0
 #: How often the hang's watcher looks for the release (only while a write waits).
@@ -107,6 +107,18 @@ class _Hang:
                     self._cond.wait()
             finally:
                 self._waiting -= 1
+
+
+def mount_points() -> set[str]:
+    """Every mount point of this process's mount namespace (``/proc/self/mountinfo``;
+    empty where there is none: not Linux)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return set()
+    # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+    return {line.split()[4].encode().decode("unicode_escape") for line in lines if line.strip()}
 
 
 def blocked_writes(log: str) -> list[str]:

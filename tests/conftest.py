@@ -90,12 +90,9 @@ def pytest_collection_modifyitems(config, items):
 def _fuse_mounts() -> set[str]:
     """Mount points of the FUSE file systems the tests mount (``benchmarks.fuse_slowfs``
     mounts each under a fresh ``asb-fuse-*`` temp folder)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as f:
-            points = {line.split()[4] for line in f if line.strip()}
-    except OSError:  # not Linux: nothing is mounted
-        return set()
-    return {p for p in points if os.path.basename(os.path.dirname(p)).startswith("asb-fuse-")}
+    from benchmarks.fuse_slowfs import mount_points
+
+    return {p for p in mount_points() if os.path.basename(os.path.dirname(p)).startswith("asb-fuse-")}
 
 
 def pytest_sessionstart(session):

@@ -69,15 +69,6 @@ def _steps(logdir: str) -> list[int]:
     return [e.step for f in files for e in f.events if e.HasField("summary")]
 
 
-def _mount_points() -> set[str]:
-    """Every mount point of this process's mount namespace (``/proc/self/mountinfo``)."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        # field 5 is the mount point, with space, tab, newline and backslash octal-escaped
-        return {
-            line.split()[4].encode().decode("unicode_escape") for line in f if line.strip()
-        }
-
-
 def _fds() -> dict[int, str]:
     """This process's open descriptors and what each points to."""
     out = {}
@@ -132,7 +123,7 @@ def no_leftovers():
     alive = threading.enumerate()
     assert sum(t.name == LOOP_THREAD for t in alive) <= 1, [t.name for t in alive]
     assert sum(t.name.startswith(IO_POOL_THREAD) for t in alive) <= IO_POOL_WORKERS, [t.name for t in alive]
-    mounted = _mount_points()
+    mounted = fuse_slowfs.mount_points()
     assert not [m for m in leftovers.mounts if m in mounted], f"left mounted: {leftovers.mounts}"
 
 
@@ -171,6 +162,24 @@ class _HungWriters:
             gate.set()
 
 
+def _let_go(group: _HungWriters | _HungMount) -> None:
+    """Release the hung storage and close every writer, whatever the test did (its own
+    assertions said what went wrong)."""
+    group.release()
+    for writer in group.writers:
+        with contextlib.suppress(Exception):
+            writer.close(timeout=DEADLINE)
+
+
+def _released_writers_write_everything(group: _HungWriters | _HungMount, events: int) -> None:
+    """Once the storage is back, every hung writer closes with each of its events on disk."""
+    group.release()
+    for writer, logdir in zip(group.writers, group.logdirs, strict=True):
+        writer.close(timeout=DEADLINE)
+        assert writer.stats().lost == writer.stats().dropped == 0
+        assert _steps(logdir) == list(range(events))
+
+
 @pytest.fixture
 def hung_writers(tmp_path):
     made: list[_HungWriters] = []
@@ -182,13 +191,8 @@ def hung_writers(tmp_path):
     try:
         yield make
     finally:
-        for group in made:  # let the stuck threads go, whatever the test did
-            group.release()
-            for writer in group.writers:
-                try:
-                    writer.close(timeout=DEADLINE)
-                except Exception:  # noqa: BLE001 - the test's own assertions said it
-                    pass
+        for group in made:
+            _let_go(group)
 
 
 def _healthy_writer_goes_on(tmp_path) -> None:
@@ -212,11 +216,7 @@ def test_hung_writers_stall_nothing_but_themselves(tmp_path, hung_writers):
     _healthy_writer_goes_on(tmp_path)
     assert all(writer.stats().written == 0 for writer in hung.writers), "storage was not hung"
 
-    hung.release()
-    for writer, logdir in zip(hung.writers, hung.logdirs, strict=True):
-        writer.close(timeout=DEADLINE)
-        assert writer.stats().lost == writer.stats().dropped == 0
-        assert _steps(logdir) == list(range(HUNG_EVENTS))
+    _released_writers_write_everything(hung, HUNG_EVENTS)
 
 
 # ------------------------------------------------------------------ a real hung mount
@@ -269,11 +269,8 @@ def hung_mount(tmp_path, no_leftovers):
         mount = _HungMount(mountpoint, gate, log)
         try:
             yield mount
-        finally:  # let the stuck threads go and close, whatever the test did; then unmount
-            mount.release()
-            for writer in mount.writers:
-                with contextlib.suppress(Exception):  # the test's own assertions said it
-                    writer.close(timeout=DEADLINE)
+        finally:  # then unmounted
+            _let_go(mount)
 
 
 def test_hung_fuse_mount_stalls_nothing_but_its_writers(tmp_path, hung_mount):
@@ -311,11 +308,7 @@ def test_hung_fuse_mount_stalls_nothing_but_its_writers(tmp_path, hung_mount):
     assert all(writer.stats().written == 0 for writer in hung_mount.writers), "storage was not hung"
     assert hung_mount.blocked() == dict.fromkeys(names, 1)
 
-    hung_mount.release()
-    for writer, logdir in zip(hung_mount.writers, hung_mount.logdirs, strict=True):
-        writer.close(timeout=DEADLINE)
-        assert writer.stats().lost == writer.stats().dropped == 0
-        assert _steps(logdir) == list(range(HUNG_EVENTS))
+    _released_writers_write_everything(hung_mount, HUNG_EVENTS)
 
 
 # ------------------------------------------------------------------ flush_all
@@ -333,6 +326,4 @@ def test_flush_all_flushes_the_others_while_one_writer_hangs(tmp_path, hung_writ
     assert _steps(healthy_dir) == list(range(500))
     healthy.close(timeout=DEADLINE)
 
-    hung.release()
-    hung.writers[0].close(timeout=DEADLINE)
-    assert _steps(hung.logdirs[0]) == list(range(10))
+    _released_writers_write_everything(hung, 10)
