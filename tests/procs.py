@@ -142,14 +142,46 @@ class Child:
 
 def run(code: str, *args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
     """Run a child to its end; fail the test (with its stderr) unless it exits 0."""
+    return run_argv([sys.executable, "-c", script(code), *args], timeout=timeout)
+
+
+def run_argv(
+    argv: list[str], *, timeout: float = DEADLINE, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end; fail the test (with its stderr) unless it exits 0.
+
+    It runs in a process group of its own, with ``faulthandler`` on (inherited by its
+    ``multiprocessing`` children): if it is still running after ``timeout``, every
+    process of the group is sent SIGABRT, which makes each print the stacks of all its
+    threads to the shared stderr, shown in the failure (a hang says where it hangs);
+    then the group is killed.
+    """
+    env = dict(child_env() if env is None else env, PYTHONFAULTHANDLER="1")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
     try:
-        done = subprocess.run([sys.executable, "-c", script(code), *args], capture_output=True,
-                              text=True, env=child_env(), timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"child still running after {timeout} s\n{exc.stderr}") from None
-    if done.returncode != 0:
-        raise AssertionError(f"child exited {done.returncode}\n{done.stderr}")
-    return done
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGABRT)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        _signal_group(proc.pid, signal.SIGKILL)  # children that outlived the abort
+        raise AssertionError(
+            f"child still running after {timeout} s; the stacks of its processes:\n{err}"
+        ) from None
+    if proc.returncode != 0:
+        raise AssertionError(f"child exited {proc.returncode}\n{err}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:  # all gone
+        pass
 
 
 def markers(lines: list[str], word: str) -> list[int]:

@@ -49,7 +49,7 @@ import sys
 
 import pytest
 
-from .procs import child_env, pid_in_name, read_run, script
+from .procs import child_env, pid_in_name, read_run, run_argv, script
 
 #: The parent: a script file, so that spawn and forkserver children can load it as their
 #: ``__mp_main__``. MAIN_MODULE_IMPORTS is set per placement before it is written.
@@ -118,17 +118,10 @@ COMBINATIONS = [
 
 
 def _run_parent(path: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    """:func:`tests.procs.run`, for a script file: run it to its end, exit 0 or fail."""
+    """:func:`tests.procs.run`, for a script file outside the repository."""
     env = child_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
-    try:
-        done = subprocess.run([sys.executable, path, *args], capture_output=True, text=True,
-                              env=env, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"parent still running after {timeout} s\n{exc.stderr}") from None
-    if done.returncode != 0:
-        raise AssertionError(f"parent exited {done.returncode}\n{done.stderr}")
-    return done
+    return run_argv([sys.executable, path, *args], timeout=timeout, env=env)
 
 
 def _expected_origins(method: str, placement: str, out: dict, child: int) -> list[list]:
