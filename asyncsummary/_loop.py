@@ -8,6 +8,9 @@ on first use. Blocking calls (file I/O, sync storage clients) run on daemon thre
 keep the interpreter from exiting. Each local event file has a one-thread executor of
 its own (``_sinks.FileSink``), so a hung file stalls no other writer; the loop's
 default executor serves the rest.
+
+Every thread of the library is started by :func:`start_daemon_thread`, which keeps
+signals sent to the process off it (see there).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import concurrent.futures
 import os
 import queue
+import signal
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -23,6 +27,45 @@ from typing import Any, TypeVar
 __all__ = ["DaemonThreadPoolExecutor", "get_loop", "loop_implementation", "run_coroutine"]
 
 T = TypeVar("T")
+
+#: Signals the library's threads never take: all but those a thread raises on itself by
+#: faulting. The kernel hands a signal sent to the process to any thread that does not
+#: block it, and CPython runs Python handlers on the main thread only: a SIGTERM taken
+#: by one of these threads just set a flag, which a main thread asleep in a lock or a
+#: semaphore never looked at. With a Python SIGTERM handler installed (a scheduler's
+#: stop, ``install_shutdown_handlers``), the process then never stopped: a terminated
+#: ``multiprocessing.Pool`` worker hung its parent's ``terminate()`` for good (about one
+#: run in 15 of ``tests/test_faults_procs.py`` on Python 3.13). Blocked here, such a
+#: signal goes to a thread that runs the handler. The mask is inherited by the threads
+#: and processes these threads start; the library starts no process from them.
+_BLOCKED_SIGNALS = (
+    signal.valid_signals()
+    - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT}
+    - {getattr(signal, name) for name in ("SIGTRAP", "SIGSYS") if hasattr(signal, name)}
+    if hasattr(signal, "pthread_sigmask")
+    else set()
+)
+
+
+def start_daemon_thread(target: Callable[[], Any], name: str) -> threading.Thread:
+    """Start a daemon thread that never takes a signal sent to the process.
+
+    The signals are blocked on the calling thread around the start, so the new thread
+    has them blocked from its first instruction (a thread inherits its creator's mask);
+    the caller's own mask is put back at once (a signal that came meanwhile is
+    delivered then). Raises ``RuntimeError`` where no thread can be started.
+    """
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    if not _BLOCKED_SIGNALS:  # no pthread_sigmask (Windows): nothing to keep off
+        thread.start()
+        return thread
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return thread
+
 
 _uvloop: Any
 try:  # pragma: no cover - depends on the platform
@@ -62,7 +105,7 @@ class DaemonThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
                 name = f"{self._prefix}-{self._workers}"
         if start:
             try:
-                threading.Thread(target=self._worker, name=name, daemon=True).start()
+                start_daemon_thread(self._worker, name)
             except RuntimeError:
                 self._no_new_thread()
         return future
@@ -152,8 +195,7 @@ class _LoopThread:
             loop.call_soon(started.set)
             loop.run_forever()
 
-        thread = threading.Thread(target=run, name="asyncsummary-loop", daemon=True)
-        thread.start()
+        start_daemon_thread(run, "asyncsummary-loop")
         started.wait()
         self._loop = loop
         self._pid = os.getpid()

@@ -81,7 +81,9 @@ def _make_handler(signum: signal.Signals, timeout: float, previous: Any) -> Any:
             # The main thread stopped inside a writer, maybe holding its lock, which
             # no flush can get while this handler keeps that thread here. Let it go
             # on; a helper thread flushes, then raises the signal again, and the
-            # previous handler (back in place above) does what it always did.
+            # previous handler (back in place above) does what it always did. (Not
+            # _loop.start_daemon_thread: this thread raises the signal on itself, so it
+            # must not block it.)
             try:
                 threading.Thread(
                     target=_flush_then_raise, args=(signum, timeout), daemon=True,

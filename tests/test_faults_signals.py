@@ -16,12 +16,13 @@ what reaches the disk is decided only by ``flush()``, the signal handler or ``at
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 
 import pytest
 
-from .procs import Child, read_run
+from .procs import Child, read_run, run
 
 FLUSHED, ADDED = 1000, 3000
 
@@ -323,3 +324,49 @@ def test_exit_without_close_writes_everything(logdir, mode):
     if mode == "daemon":  # everything it added before the close, nothing after
         other = by_tag["other"]
         assert other == list(range(len(other))) and len(other) >= 1000
+
+
+# Signals sent to the process while its main thread is not ready for them: they must wait
+# for a thread that runs Python handlers, never be taken by one of the library's.
+LIBRARY_THREADS_CHILD = """
+    import json, os, signal, sys, threading, time
+    from asyncsummary import AsyncSummaryWriter
+    from asyncsummary._loop import DaemonThreadPoolExecutor
+
+    def blocked(thread):
+        with open(f"/proc/self/task/{thread.native_id}/status") as f:
+            mask = int(next(line for line in f if line.startswith("SigBlk:")).split()[1], 16)
+        return [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) if mask >> (s - 1) & 1]
+
+    taken_by = []
+    signal.signal(signal.SIGUSR1, lambda *_: taken_by.append(threading.current_thread().name))
+    writer = AsyncSummaryWriter(sys.argv[1])
+    writer.add_scalar("x", 1.0, 0)
+    writer.flush()  # the loop's thread and the file's
+    DaemonThreadPoolExecutor(1, "asyncsummary-from-main").submit(int).result()
+    masks = {t.name: blocked(t) for t in threading.enumerate()}
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # main is busy: not now
+    os.kill(os.getpid(), signal.SIGUSR1)
+    time.sleep(0.2)
+    pending = signal.SIGUSR1 in signal.sigpending()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # delivered here, handled
+    time.sleep(0.01)
+    writer.close()
+    print(json.dumps({"masks": masks, "pending": pending, "taken_by": taken_by}))
+"""
+
+
+def test_library_threads_never_take_a_signal_sent_to_the_process(logdir):
+    """A signal the main thread is not ready for waits for it. Taken by a library thread,
+    it only set a flag that a main thread asleep in a lock never read: a SIGTERM handler
+    never ran and a terminated Pool worker never ended (its parent hung)."""
+    out = json.loads(run(LIBRARY_THREADS_CHILD, logdir).stdout.splitlines()[-1])
+    library = {name: mask for name, mask in out["masks"].items() if name.startswith("asyncsummary-")}
+    assert {"asyncsummary-loop", "asyncsummary-from-main-1"} <= set(library)
+    assert any(name.startswith("asyncsummary-file") for name in library)
+    every = [int(signal.SIGINT), int(signal.SIGTERM), int(signal.SIGUSR1)]
+    assert all(mask == every for mask in library.values()), library
+    assert out["masks"]["MainThread"] == []  # the caller's own mask is put back
+    assert out["pending"] is True, "a library thread took the signal"
+    assert out["taken_by"] == ["MainThread"]
