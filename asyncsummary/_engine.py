@@ -26,7 +26,8 @@ Guarantees (each one is tested in ``tests/test_core_engine.py`` and ``tests/test
   unwritten bytes are *kept*
   and written again (same file, from the exact byte where the failure stopped, so no
   record is torn) on the next attempt, with backoff; meanwhile new events queue up
-  to the bound. Only ``close()`` gives up: what it could not write is counted in
+  to the bound. Only ``close()`` gives up: at its timeout, or at once when retrying
+  cannot help (a spool folder refused as unsafe); what it could not write is counted in
   ``stats().lost`` and named in its error. A storage call that never returns (a hung
   mount) cannot be given up on: ``flush``/``close`` raise :class:`FlushTimeoutError`
   after their timeout, and the loop still writes the events if the storage returns.
@@ -65,6 +66,7 @@ from ._errors import (
 from ._loop import get_loop
 from ._records import frame_record
 from ._sinks import Sink, SinkFactory
+from ._spool import UnsafeSpoolError
 
 __all__ = ["ITEM_OVERHEAD", "Policy", "WriterEngine", "WriterStats"]
 
@@ -81,6 +83,9 @@ _last_stem = (0, 0)  # (seconds, sequence) of the last file name issued
 _name_lock = threading.Lock()
 _OPEN_ATTEMPTS = 100  # names tried when one exists already (another writer took it)
 _REQUEST_GAP = 0.1  # request_flush(): the loop takes at most one per this many seconds
+#: Errors that no retry heals: a closing writer gives up on them at once instead of
+#: retrying until its timeout (a refused spool folder stays refused until a person acts).
+_RETRY_CANNOT_HELP = (UnsafeSpoolError,)
 
 
 class Policy(str, enum.Enum):  # noqa: UP042 - str() stays "Policy.BLOCK", as released
@@ -642,7 +647,9 @@ class WriterEngine:
             except Exception as exc:  # noqa: BLE001 - storage errors of any library
                 self._backoff = min(max(0.05, self._backoff * 2), _MAX_BACKOFF)
                 next_timer = loop.time() + min(self._backoff, self._flush_secs)
-                if self._closing and next_timer >= self._close_deadline:
+                if self._closing and (
+                    next_timer >= self._close_deadline or isinstance(exc, _RETRY_CANNOT_HELP)
+                ):
                     self._record_error(exc)
                     self._abandon(exc)
                     break

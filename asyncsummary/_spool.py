@@ -48,6 +48,7 @@ import re
 import secrets
 import stat
 import threading
+from collections.abc import Callable
 
 from ._records import masked_crc32c
 from ._redact import redact_url
@@ -506,12 +507,14 @@ class SpoolFolder:
         self._dir.unlink(segment.name)
 
     # ------------------------------------------------------------- recovery
-    def recover(self) -> list[Segment]:
+    def recover(self, refuse: Callable[[str], None] | None = None) -> list[Segment]:
         """A dead writer's folder: seal its part (whole records only), list its segments.
 
         A file that is not this user's alone, or a sealed segment that is not whole,
-        CRC-valid records, is left where it is, with a warning, and not uploaded.
+        CRC-valid records, is left where it is and not uploaded: ``refuse`` gets the
+        reason (default: a logged warning).
         """
+        refuse = refuse or _warn_refused
         segments = []
         for name in self._dir.listdir():
             match = _SEGMENT.match(name)
@@ -521,15 +524,14 @@ class SpoolFolder:
             try:
                 fd, _ = self._dir.open_private_file(name, os.O_RDWR)
             except UnsafeSpoolError as exc:
-                logger.warning("not uploading a spooled segment: %s", exc.strerror)
+                refuse(str(exc.strerror))
                 continue
             try:
                 data = _read_fd(fd)
                 _, end = scan_records(data)
                 if ext == _SEALED and end != len(data):
-                    logger.warning(
-                        "not uploading %s: not whole, valid records", os.path.join(self.path, name)
-                    )
+                    path = os.path.join(self.path, name)
+                    refuse(f"refusing the spool path {path!r}: not whole, CRC-valid records")
                     continue
                 if ext == _PART:
                     if end == 0:  # a kill may have torn the last record, or all there was
@@ -563,24 +565,32 @@ class SpoolFolder:
             self._dir.close()
 
 
-def claim_orphans(parent: CheckedDir) -> list[tuple[SpoolFolder, list[Segment]]]:
+def _warn_refused(reason: str) -> None:
+    logger.warning("not uploading from the spool: %s", reason)
+
+
+def claim_orphans(
+    parent: CheckedDir, refuse: Callable[[str], None] = _warn_refused
+) -> list[tuple[SpoolFolder, list[Segment]]]:
     """Lock every folder of a logdir left by a dead writer.
 
     Returns each claimed folder (locked by this process; dispose of it when done)
-    with its segments, oldest first. Folders with nothing left are disposed here;
-    folders that are not this user's alone are skipped with a warning.
+    with its segments, oldest first. Folders with nothing left are disposed here.
+    A folder or file that is not this user's alone, or not what the spool writes,
+    is left in place and ``refuse`` gets the reason: a writer opening the logdir
+    logs a warning (its own events must still go up); ``upload-spool`` fails.
     """
     claimed = []
     for name in parent.listdir():
         try:
             folder = SpoolFolder.claim(parent, name)
         except UnsafeSpoolError as exc:
-            logger.warning("not recovering a spool folder: %s", exc.strerror)
+            refuse(str(exc.strerror))
             continue
         if folder is None:
             continue
         try:
-            segments = folder.recover()
+            segments = folder.recover(refuse)
         except BaseException:
             folder.dispose()
             raise

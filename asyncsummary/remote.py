@@ -23,6 +23,7 @@ protos are used, so TensorFlow is never imported.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -43,6 +44,8 @@ from ._spool import UnsafeSpoolError, UserSpool, claim_orphans
 
 __all__ = [
     "RemoteSinkFactory",
+    "SpoolUploadError",
+    "UnsafeSpoolError",
     "default_spool_root",
     "download",
     "event_objects",
@@ -106,6 +109,37 @@ def download(
     return local
 
 
+class SpoolUploadError(OSError):
+    """:func:`upload_spool` refused part of the spool, or could not upload part of it.
+
+    Raised after everything else was uploaded. ``uploaded``: the URLs that did go up;
+    ``refused``: why each refused folder or file was left in place, unread (it is not
+    this user's alone, or not what a writer leaves); ``failed``: the segments whose
+    upload still failed (they stay in the spool: run again). ``errno`` is ``EPERM``
+    when something was refused, else ``EIO``.
+    """
+
+    def __init__(self, uploaded: list[str], refused: list[str], failed: list[str]) -> None:
+        parts = []
+        if refused:
+            parts.append(
+                f"refused {len(refused)} spool path(s), left in place and not read "
+                "(only what this user's own writers left is uploaded): " + "; ".join(refused)
+            )
+        if failed:
+            parts.append(
+                f"{len(failed)} upload(s) failed, kept in the spool (run again): "
+                + "; ".join(failed)
+            )
+        super().__init__(
+            errno.EPERM if refused else errno.EIO,
+            f"uploaded {len(uploaded)} segment(s), but " + "; and ".join(parts),
+        )
+        self.uploaded = uploaded
+        self.refused = refused
+        self.failed = failed
+
+
 def upload_spool(
     logdirs: Sequence[str] | None = None,
     *,
@@ -115,17 +149,23 @@ def upload_spool(
 ) -> list[str]:
     """Upload the segments that dead writers left in the spool; the URLs uploaded.
 
-    Only this user's folder of the spool root is read (``uid-<uid>``, checked as
-    writers check it: :class:`~asyncsummary._spool.UnsafeSpoolError` if it is not
-    this user's alone), and a folder or file in it that is not this user's alone is
-    skipped. Each logdir's segments go only to the URL its folder was made for: the
-    one recorded there, which must hash to the folder's name. A URL with credentials
-    is recorded masked, so pass it in ``logdirs`` (the spool never stores a secret).
+    Only what this user's own writers left is uploaded, and only to the URL each
+    logdir's folder was made for:
+
+    * Only this user's folder of the spool root is read (``uid-<uid>``), checked as
+      writers check it: :class:`UnsafeSpoolError` at once if it is a symlink, is
+      owned by another user or is writable by others.
+    * Inside it, a folder or file that is not this user's alone (owner, mode, a
+      symlink, extra hard links), a lock that names no event file, a sealed segment
+      that is not whole CRC-valid records, or a ``logdir`` file that does not hash to
+      its folder's name is *refused*: left in place, never read into the store.
+    * A URL with credentials is recorded masked (the spool never stores a secret),
+      so pass such a URL in ``logdirs``.
 
     ``logdirs``: only these logdirs' spools (default: every logdir in the spool).
     Folders of live writers (whose lock is held) are left alone. A segment that
-    still fails after ``attempts`` tries stays in the spool, and an ``OSError``
-    naming it is raised after the other logdirs were tried.
+    still fails after ``attempts`` tries stays in the spool. After everything else
+    was tried, :class:`SpoolUploadError` lists what was refused and what failed.
     """
     root = os.fspath(spool_dir) if spool_dir is not None else default_spool_root()
     wanted = (
@@ -137,7 +177,8 @@ def upload_spool(
     if spool is None:
         return []
     uploaded: list[str] = []
-    failures: list[str] = []
+    refused: list[str] = []
+    failed: list[str] = []
     try:
         for key in spool.logdir_keys():
             if wanted is not None and key not in wanted:
@@ -145,29 +186,26 @@ def upload_spool(
             try:
                 folder_of_logdir, recorded = spool.open_logdir(key)
             except UnsafeSpoolError as exc:
-                failures.append(str(exc.strerror))
+                refused.append(str(exc.strerror))
                 continue
             try:
                 logdir = wanted[key] if wanted is not None else recorded
                 if logdir is None:
-                    failures.append(
+                    refused.append(
                         f"{os.path.join(spool.path, key)}: its logdir file does not name the URL "
-                        "this folder was made for (a URL with credentials is recorded masked): "
-                        "pass the URL as LOGDIR"
+                        "this folder was made for (a URL with credentials is recorded masked: "
+                        "pass the URL as LOGDIR)"
                     )
                     continue
                 _upload_logdir(
-                    folder_of_logdir, logdir, storage_options, attempts, uploaded, failures
+                    folder_of_logdir, logdir, storage_options, attempts, uploaded, refused, failed
                 )
             finally:
                 folder_of_logdir.close()
     finally:
         spool.close()
-    if failures:
-        raise OSError(
-            "some spooled segments could not be uploaded (kept in the spool): "
-            + "; ".join(failures)
-        )
+    if refused or failed:
+        raise SpoolUploadError(uploaded, refused, failed)
     return uploaded
 
 
@@ -177,12 +215,13 @@ def _upload_logdir(
     storage_options: dict[str, Any] | None,
     attempts: int,
     uploaded: list[str],
-    failures: list[str],
+    refused: list[str],
+    failed: list[str],
 ) -> None:
     shown, hidden = redact_url(logdir), secrets_of(logdir)
     store = None
     root_path = ""
-    for folder, segments in claim_orphans(folder_of_logdir):
+    for folder, segments in claim_orphans(folder_of_logdir, refused.append):
         try:
             if store is None:
                 store, root_path = open_store(logdir, dict(storage_options or {}), None)
@@ -192,7 +231,7 @@ def _upload_logdir(
                 folder.remove(segment)
                 uploaded.append(f"{shown}/{name}")
         except Exception as exc:  # noqa: BLE001 - report it, try the other folders
-            failures.append(scrub(f"{shown}/{folder.event_file}: {exc!r}", hidden))
+            failed.append(scrub(f"{shown}/{folder.event_file}: {exc!r}", hidden))
         finally:
             folder.dispose()
 
@@ -230,16 +269,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options is not None and not isinstance(options, dict):
         parser.error("--storage-options must be a JSON object")
     if args.command == "upload-spool":
+        status = 0
         try:
             urls = upload_spool(
                 args.logdirs or None, storage_options=options, spool_dir=args.spool_dir
             )
+        except SpoolUploadError as exc:
+            urls, status = exc.uploaded, 1
+            problems = [f"refused: {r}" for r in exc.refused] + [f"failed: {f}" for f in exc.failed]
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         for url in urls:
             print(url)
         print(f"uploaded {len(urls)} segment(s)", file=sys.stderr)
+        if status:
+            for problem in problems:
+                print(f"error: {problem}", file=sys.stderr)
+        return status
     elif args.command == "ls":
         for url in event_objects(args.logdir, options):
             print(url)

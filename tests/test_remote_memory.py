@@ -8,6 +8,7 @@ The S3 and GCS tests run the same paths against real servers on loopback.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from asyncsummary._spool import user_folder_name
 from asyncsummary._storage import resolve_logdir
 from asyncsummary.remote import (
     RemoteSinkFactory,
+    SpoolUploadError,
     download,
     event_objects,
     main,
@@ -364,8 +366,10 @@ def test_upload_spool_reports_what_it_could_not_upload(flaky_url, spool):
     dead = "events.out.tfevents.0000000001.host.4242.0"
     folder = _dead_writer_spool(spool, flaky_url, dead, range(3), range(3, 5))
     FlakyMemoryFileSystem.down.set()
-    with pytest.raises(OSError, match="kept in the spool"):
+    with pytest.raises(SpoolUploadError, match="kept in the spool") as info:
         upload_spool(spool_dir=spool, attempts=1)
+    assert info.value.errno == errno.EIO and info.value.refused == []
+    assert len(info.value.failed) == 1 and dead in info.value.failed[0]
     assert sorted(os.listdir(folder)) == ["0000000000.seg", "0000000001.seg", "lock"]  # kept, recoverable
     FlakyMemoryFileSystem.down.clear()
     assert len(upload_spool(spool_dir=spool)) == 2

@@ -25,7 +25,13 @@ from asyncsummary._event import (
 )
 from asyncsummary._records import frame_record
 from asyncsummary._spool import UnsafeSpoolError, logdir_key, user_folder_name
-from asyncsummary.remote import RemoteSinkFactory, read_events, upload_spool
+from asyncsummary.remote import (
+    RemoteSinkFactory,
+    SpoolUploadError,
+    main,
+    read_events,
+    upload_spool,
+)
 
 ATTACKER = 12345
 DEAD_EVENT_FILE = "events.out.tfevents.0000000001.host.4242.0"
@@ -174,15 +180,18 @@ def test_a_lock_symlink_is_never_followed(url, shared, root_only):
     for name, to in (("w-1-000000000000000a", target), ("w-1-000000000000000b", existing)):
         planted = _plant(folder, name, lock=None)
         os.symlink(to, os.path.join(planted, "lock"))
-    _write_one(url, shared)
-    assert upload_spool(spool_dir=shared) == []
+    _write_one(url, shared)  # the writer warns and leaves them: its own events go up
+    with pytest.raises(SpoolUploadError, match="a symbolic link") as refused:
+        upload_spool(spool_dir=shared)  # upload-spool, run to recover, says so
+    assert refused.value.uploaded == [] and len(refused.value.refused) == 2
+    assert all(f"{name}/lock" in r for name, r in zip("ab", refused.value.refused, strict=True))
     assert not target.exists()  # no file created through the link
     assert existing.read_bytes() == b"root's file"
     assert _tags(url) == [("mine", 7)]
 
 
 def test_planted_segments_symlinks_and_folders_open_to_others_are_not_uploaded(
-    url, shared, tmp_path
+    url, shared, tmp_path, capsys
 ):
     folder = _user_logdir_folder(shared, url)
     outside = tmp_path / "outside.seg"
@@ -196,9 +205,28 @@ def test_planted_segments_symlinks_and_folders_open_to_others_are_not_uploaded(
     good = _plant(
         folder, "w-1-0000000000000005", segments={"0000000000.seg": _records("dead", [3], True)}
     )
+    # The command, run to recover: the dead writer's own segment goes up, the rest is
+    # refused, one line each, and the exit status says so.
+    assert main(["upload-spool", url, "--spool-dir", shared]) == 1
+    out, err = capsys.readouterr()
+    assert out.split() == [f"{url}/{DEAD_EVENT_FILE}.0000000000"]
+    assert err.count("error: refused: refusing the spool path") == 4
+    assert _tags(url) == [("dead", 3)]
     _write_one(url, shared)
     assert sorted(_tags(url)) == [("dead", 3), ("mine", 7)]  # the dead writer's own, only
     assert not os.path.exists(good)  # recovered and removed
+    with pytest.raises(SpoolUploadError) as refused:
+        upload_spool([url], spool_dir=shared)
+    reasons = sorted(refused.value.refused)
+    assert refused.value.uploaded == [] and len(reasons) == 4, reasons
+    for folder_name, reason in (
+        ("w-1-0000000000000001", "0000000000.seg': a symbolic link"),
+        ("w-1-0000000000000002", "writable by other users (mode 777)"),
+        ("w-1-0000000000000003", "0000000000.seg': not whole, CRC-valid records"),
+        ("w-1-0000000000000004", "its lock names no event file"),
+    ):
+        assert any(folder_name in r and reason in r for r in reasons), (folder_name, reasons)
+    assert sorted(_tags(url)) == [("dead", 3), ("mine", 7)]
     assert os.path.islink(os.path.join(linked, "0000000000.seg"))  # left alone
     assert outside.exists()
 
@@ -222,6 +250,10 @@ def test_files_owned_by_another_user_are_refused(url, shared):
     _write_one(url, shared)
     assert sorted(_tags(url)) == [("dead", 1), ("mine", 7)]
     assert sorted(os.listdir(mixed)) == ["0000000001.seg", "lock"]  # the foreign one stays
+    with pytest.raises(SpoolUploadError, match=f"owned by uid {ATTACKER}") as refused:
+        upload_spool([url], spool_dir=shared)
+    assert len(refused.value.refused) == 3 and refused.value.uploaded == []
+    assert sorted(_tags(url)) == [("dead", 1), ("mine", 7)]
 
 
 def test_a_live_writer_uploads_only_segments_it_wrote(url, shared):
@@ -255,8 +287,9 @@ def test_upload_spool_never_follows_a_forged_logdir_file(shared, root_only):
     with open(os.path.join(old, "logdir"), "w") as f:
         f.write(victim_target)
     _plant(old)
-    with pytest.raises(OSError, match="does not name the URL"):
+    with pytest.raises(SpoolUploadError, match="does not name the URL") as refused:
         upload_spool(spool_dir=shared)
+    assert refused.value.uploaded == [] and len(refused.value.refused) == 1
     assert os.listdir(root_only) == []
 
 
