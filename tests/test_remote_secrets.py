@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 
 import fsspec
@@ -200,6 +201,110 @@ def test_store_errors_quoting_the_url_are_scrubbed_everywhere(tmp_path, logs):
         texts += _texts_of_error(closed.value) + [repr(writer)]
     finally:
         LeakyMemoryFileSystem.refuse.clear()
-    records = [r.getMessage() for r in logs.records]
+    records = [r.getMessage() for r in logs.records if r.name.startswith("asyncsummary")]
     assert any("upload of" in r for r in records)  # the warning was logged, masked
     _assert_hidden(texts + records, PASSWORD, TOKEN, SIGNATURE)
+    # close() gave up, not the sink: with the store back, its spooled segments still go
+    # up while the process lives (wait for them, so nothing of this test runs on).
+    path = LeakyMemoryFileSystem._strip_protocol(url)
+    deadline = time.monotonic() + 30
+    while not any(key.startswith(path + "/") for key in LeakyMemoryFileSystem.store):
+        assert time.monotonic() < deadline, "the closed writer's spool was never uploaded"
+        time.sleep(0.01)  # polling with a deadline
+
+
+# ------------------------------------------------------- the torch-style writer
+@pytest.mark.torch
+def test_the_torch_style_writer_shows_no_secret(ftp, tmp_path, logs):
+    from asyncsummary.torch import SummaryWriter
+
+    url = ftp.url("runs/torch")
+    spool = str(tmp_path / "spool")
+    factory = RemoteSinkFactory(spool_dir=spool, min_segment_secs=3600)
+    writer = SummaryWriter(url, flush_secs=3600, sink_factory=factory)
+    for step in range(20):
+        writer.add_scalar("loss", 1.0 / (step + 1), step)
+    writer.add_scalars("pair", {"a": 1.0, "b": 2.0}, 0)  # a second run folder on the server
+    writer.flush()
+    texts = [repr(writer), str(writer)]
+    writer.close()
+    texts.append(repr(writer))
+    assert writer.get_logdir() == url  # as given: the store needs it
+    assert redact_url(url) in texts[0]
+    events = tb_run_events(os.path.join(ftp.root, "runs", "torch"))
+    assert [e.step for e in events if e.HasField("summary")] == list(range(20))
+
+    wrong = url.replace("runs/torch", "runs/torch-refused").replace(PASSWORD, PASSWORD + "-x")
+    refused = SummaryWriter(wrong, flush_secs=3600, sink_factory=factory, close_timeout=2)
+    refused.add_scalar("loss", 1.0, 1)
+    with pytest.raises(WriteError) as flushed:
+        refused.flush()
+    with pytest.raises(AsyncSummaryError) as closed:
+        refused.close()
+    assert "530" in str(flushed.value) and "ftp://alice:***@" in str(closed.value)
+    texts += _texts_of_error(flushed.value) + _texts_of_error(closed.value) + [repr(refused)]
+    _assert_hidden(texts + _spool_texts(spool) + [r.getMessage() for r in logs.records], PASSWORD)
+
+
+# ------------------------------------------------------- upload-spool command
+def _dead_writers_spool(spool, url, steps):
+    """What a killed writer leaves for ``url``, laid out as the spool lays it out: the
+    URL's folder (named from its hash), its ``logdir`` file (the URL masked, as
+    writers record it) and one dead writer's sealed segment."""
+    from asyncsummary._event import (
+        FILE_VERSION,
+        FILE_VERSION_STRING,
+        SUMMARY,
+        encode_event,
+        encode_scalar_summary,
+    )
+    from asyncsummary._records import frame_record
+    from asyncsummary._spool import logdir_key, user_folder_name
+
+    folder = os.path.join(spool, user_folder_name(), logdir_key(url))
+    dead = os.path.join(folder, "w-4242-0123456789abcdef")
+    os.makedirs(dead, mode=0o700)
+    for path in (os.path.join(spool, user_folder_name()), folder):
+        os.chmod(path, 0o700)
+    with open(os.path.join(folder, "logdir"), "w") as f:
+        f.write(redact_url(url))
+    records = frame_record(encode_event(1.0, 0, FILE_VERSION, FILE_VERSION_STRING)) + b"".join(
+        frame_record(encode_event(2.0, s, SUMMARY, encode_scalar_summary("x", s))) for s in steps
+    )
+    with open(os.path.join(dead, "0000000000.seg"), "wb") as f:
+        f.write(records)
+    with open(os.path.join(dead, "lock"), "w") as f:
+        f.write("events.out.tfevents.0000000001.host.4242.0")
+
+
+def test_upload_spool_with_a_password_url_shows_no_secret(ftp, tmp_path, capsys, logs):
+    from asyncsummary.remote import main
+
+    url = ftp.url("runs/recovered")
+    spool = str(tmp_path / "spool")
+    _dead_writers_spool(spool, url, range(5))
+    outputs = []
+    # Without the URL: the masked one on record cannot be used, and the error says so.
+    assert main(["upload-spool", "--spool-dir", spool]) == 1
+    outputs.append(capsys.readouterr())
+    assert "pass the URL as LOGDIR" in outputs[-1].err
+    # With a wrong password the login is refused; the segment stays for the next try.
+    wrong = url.replace(PASSWORD, PASSWORD + "-wrong")
+    _dead_writers_spool(spool, wrong, range(5, 8))
+    assert main(["upload-spool", wrong, "--spool-dir", spool]) == 1
+    outputs.append(capsys.readouterr())
+    assert "failed: ftp://alice:***@127.0.0.1" in outputs[-1].err and "530" in outputs[-1].err
+    # With the URL: uploaded, and each object named with the password masked.
+    assert main(["upload-spool", url, "--spool-dir", spool]) == 0
+    outputs.append(capsys.readouterr())
+    assert outputs[-1].out.split() == [
+        f"{redact_url(url)}/events.out.tfevents.0000000001.host.4242.0.0000000000"
+    ]
+    events = tb_run_events(os.path.join(ftp.root, "runs", "recovered"))
+    assert [e.step for e in events if e.HasField("summary")] == list(range(5))
+    texts = [text for o in outputs for text in (o.out, o.err)]
+    _assert_hidden(
+        texts + _spool_texts(spool) + [r.getMessage() for r in logs.records],
+        PASSWORD,
+        PASSWORD + "-wrong",
+    )

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .._loop import run_coroutine
+from .._redact import redact_url
 from .._storage import is_url
 from .._writer import AsyncSummaryWriter, close_leaving_with
 from . import _builders, _checks, _projector, _snapshot, _workers
@@ -684,7 +685,7 @@ class SummaryWriter:
 
     def __repr__(self) -> str:
         state = "closed" if self.all_writers is None else "open"
-        return f"<asyncsummary.SummaryWriter {os.fspath(self.log_dir)!r} {state}>"
+        return f"<asyncsummary.SummaryWriter {redact_url(os.fspath(self.log_dir))!r} {state}>"
 
 
 def _raise_first(errors: list[BaseException]) -> None:
