@@ -131,10 +131,11 @@ def _objects(s3, url: str) -> dict[str, bytes]:
     return s3.objects(BUCKET, url.split(f"s3://{BUCKET}/", 1)[1] + "/")
 
 
-def _write(url: str, shared: str) -> AsyncSummaryWriter:
-    writer = AsyncSummaryWriter(
-        url, flush_secs=3600, sink_factory=RemoteSinkFactory(spool_dir=shared)
-    )
+def _write(s3, url: str, shared: str) -> AsyncSummaryWriter:
+    # The endpoint as an option, not only in the environment: fsspec caches its
+    # filesystems by their options, and other modules' S3 servers came and went.
+    factory = RemoteSinkFactory(s3.storage_options(), spool_dir=shared)
+    writer = AsyncSummaryWriter(url, flush_secs=3600, sink_factory=factory)
     writer.add_scalar("mine", 1.0, 7)
     return writer
 
@@ -163,7 +164,7 @@ def test_a_segment_planted_by_another_user_never_reaches_the_victims_run(s3, url
     # attacker's own user folder: the victim never looks in either.
     _plant_dead_writer(shared, f"{key}/{DEAD}")
     _plant_dead_writer(shared, f"uid-{ATTACKER}/{key}/{DEAD}")
-    with _write(url, shared) as writer:
+    with _write(s3, url, shared) as writer:
         writer.flush(timeout=30)
     objects = _objects(s3, url)
     assert len(objects) == 1
@@ -181,7 +182,7 @@ def test_a_segment_planted_by_another_user_never_reaches_the_victims_run(s3, url
 def test_a_user_folder_made_by_another_user_before_the_victim_is_refused(s3, url, shared):
     # The attacker makes the victim's user folder first, with a dead writer in it.
     _plant_dead_writer(shared, f"{user_folder_name()}/{logdir_key(url)}/{DEAD}")
-    writer = _write(url, shared)
+    writer = _write(s3, url, shared)
     with pytest.raises(WriteError, match=f"owned by uid {ATTACKER}") as refused:
         writer.flush(timeout=30)
     assert os.path.join(shared, user_folder_name()) in str(refused.value)  # which folder
@@ -214,7 +215,7 @@ def test_a_planted_lock_symlink_creates_nothing_where_root_alone_writes(
     # The first layout's place too, in the shared root itself.
     _plant_dead_writer(shared, f"{key}/w-1-000000000000000c", lock=str(target))
     reason = f"owned by uid {ATTACKER}" if base == user_folder_name() else "symbolic link"
-    writer = _write(url, shared)
+    writer = _write(s3, url, shared)
     with pytest.raises(WriteError, match=reason):
         writer.flush(timeout=30)
     with pytest.raises(WriteError):
