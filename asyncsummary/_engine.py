@@ -662,6 +662,7 @@ class WriterEngine:
                 if self._closing and not self._pending and self._out is None:
                     break
         await self._close_sink()
+        self._release_waiters()
 
     async def _write_pending(self) -> None:
         # Write what is pending now, then return to ``_run`` (which flushes and settles
@@ -862,6 +863,18 @@ class WriterEngine:
                 future.set_exception(error)
         self._waiters.clear()
         self._close_error = error
+
+    def _release_waiters(self) -> None:
+        """The drain has ended: no flush may wait on it any more (a flush that timed
+        out while the sink still held its events would wait forever). The close
+        either wrote everything or gave up (its error)."""
+        for _, future in self._waiters:
+            if not future.done():
+                if self._close_error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(self._close_error)
+        self._waiters.clear()
 
     def _settle_waiters(self) -> None:
         if not self._waiters:

@@ -8,6 +8,7 @@ The S3 and GCS tests run the same paths against real servers on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import threading
@@ -253,6 +254,31 @@ def test_outage_spools_to_disk_flush_times_out_then_all_arrives_once(flaky_url, 
     assert not _spool_files(spool, ".seg") and not _spool_files(spool, ".part")
     writer.close()
     assert writer.stats().dropped == writer.stats().lost == 0
+
+
+def test_a_close_given_up_during_an_outage_still_uploads_and_leaves_no_waiter(flaky_url, spool):
+    """close() gives up at its timeout, the sink does not: once the store is back the
+    spooled events go up, the drain ends, and no flush of the writer is left waiting
+    on the loop (a pending task that asyncio would report as destroyed)."""
+    from asyncsummary._loop import get_loop
+
+    FlakyMemoryFileSystem.down.set()
+    factory = RemoteSinkFactory(spool_dir=spool, max_backoff=0.05)
+    writer = AsyncSummaryWriter(flaky_url, flush_secs=0.05, sink_factory=factory)
+    for step in range(20):
+        writer.add_scalar("x", step, step)
+    with pytest.raises(FlushTimeoutError):
+        writer.flush(timeout=0.5)
+    with pytest.raises(FlushTimeoutError):
+        writer.close(timeout=0.5)
+    FlakyMemoryFileSystem.down.clear()
+    writer._engine.drained.result(timeout=30)
+    assert _steps(flaky_url) == list(range(20))
+
+    async def waiting_flushes():
+        return [t for t in asyncio.all_tasks() if "_flush_to" in repr(t.get_coro())]
+
+    assert asyncio.run_coroutine_threadsafe(waiting_flushes(), get_loop()).result(10) == []
 
 
 def _spooled_bytes(spool):
