@@ -14,6 +14,17 @@ import pytest  # noqa: E402
 os.environ.setdefault("ASYNCSUMMARY_SPOOL_DIR", tempfile.mkdtemp(prefix="asyncsummary-spool-"))
 
 
+@pytest.fixture(scope="module")
+def s3(request):
+    """A loopback S3 server (moto, server mode) for one test module, with the module's
+    ``BUCKET`` made; stopped when the module's tests are done."""
+    from .remote_servers import S3Server
+
+    with S3Server() as server:
+        server.create_bucket(request.module.BUCKET)
+        yield server
+
+
 @pytest.fixture
 def logdir(tmp_path):
     path = tmp_path / "run"

@@ -20,7 +20,6 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from asyncsummary import AsyncSummaryError, AsyncSummaryWriter, FlushTimeoutError
-from asyncsummary._event import FILE_VERSION, FILE_VERSION_STRING, encode_event
 from asyncsummary._records import frame_record
 from asyncsummary._remote import logdir_key, scan_records, segment_object_name
 from asyncsummary._spool import user_folder_name
@@ -38,6 +37,7 @@ from asyncsummary.remote import (
 from asyncsummary.testing import DelayedSink
 
 from .readers import tb_run_events
+from .spool_layout import plant_dead_writer, records, user_logdir_folder
 
 
 class FlakyMemoryFileSystem(MemoryFileSystem):
@@ -328,26 +328,16 @@ def test_a_timer_flush_never_waits_for_the_store(flaky_url, spool):
 def _dead_writer_spool(spool, logdir, event_file, steps_sealed, steps_part):
     """What a writer killed mid-outage leaves: a sealed segment and a torn open part,
     in its own folder of the user's spool (layout: asyncsummary._spool)."""
-    key_dir = os.path.join(spool, user_folder_name(), logdir_key(logdir))
-    folder = os.path.join(key_dir, "w-4242-0123456789abcdef")
-    os.makedirs(folder, mode=0o700)
-    os.chmod(os.path.join(spool, user_folder_name()), 0o700)
-    with open(os.path.join(key_dir, "logdir"), "w") as f:
-        f.write(logdir)
-    header = frame_record(encode_event(1.0, 0, FILE_VERSION, FILE_VERSION_STRING))
-
-    def scalars(steps):
-        from asyncsummary._event import SUMMARY, encode_scalar_summary
-
-        return b"".join(frame_record(encode_event(2.0, s, SUMMARY, encode_scalar_summary("x", s))) for s in steps)
-
-    with open(os.path.join(folder, "0000000000.seg"), "wb") as f:
-        f.write(header + scalars(steps_sealed))
-    with open(os.path.join(folder, "0000000001.part"), "wb") as f:
-        f.write(scalars(steps_part) + scalars([999])[:-7])  # killed inside a write
-    with open(os.path.join(folder, "lock"), "w") as f:
-        f.write(event_file)  # the lock names its event file
-    return folder
+    torn = records("x", [999])[:-7]  # killed inside a write
+    return plant_dead_writer(
+        user_logdir_folder(spool, logdir),
+        "w-4242-0123456789abcdef",
+        {
+            "0000000000.seg": records("x", steps_sealed, header=True),
+            "0000000001.part": records("x", steps_part) + torn,
+        },
+        lock=event_file,  # the lock names its event file
+    )
 
 
 def test_next_writer_uploads_a_dead_writers_spool_first(url, spool):

@@ -22,19 +22,11 @@ import pytest
 from asyncsummary._remote import scan_records
 
 from .readers import tb_run_events
-from .remote_servers import S3Server
 from .remote_workers import rank_writer
 
 BUCKET = "asyncsummary-ranks"
 RANKS = 8
 EVENTS = 600  # per rank: about 27 event files each
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with S3Server() as server:
-        server.create_bucket(BUCKET)
-        yield server
 
 
 def _run_ranks(method: str, url: str, spool: str, env: dict[str, str]) -> list[dict]:

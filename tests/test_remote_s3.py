@@ -23,16 +23,8 @@ from asyncsummary.remote import download, read_events
 
 from .procs import Child, run
 from .readers import tb_run_events, tf_records
-from .remote_servers import S3Server
 
 BUCKET = "asyncsummary-test"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with S3Server() as server:
-        server.create_bucket(BUCKET)
-        yield server
 
 
 @pytest.fixture

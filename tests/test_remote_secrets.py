@@ -27,6 +27,7 @@ from asyncsummary.remote import RemoteSinkFactory
 
 from .readers import tb_run_events
 from .remote_servers import FtpServer
+from .spool_layout import DEAD_EVENT_FILE, plant_dead_writer, records, user_logdir_folder
 
 PASSWORD = "pw-Sekr1t-9f3a"
 TOKEN = "tok-Zq81-77ab"
@@ -248,33 +249,10 @@ def test_the_torch_style_writer_shows_no_secret(ftp, tmp_path, logs):
 
 # ------------------------------------------------------- upload-spool command
 def _dead_writers_spool(spool, url, steps):
-    """What a killed writer leaves for ``url``, laid out as the spool lays it out: the
-    URL's folder (named from its hash), its ``logdir`` file (the URL masked, as
-    writers record it) and one dead writer's sealed segment."""
-    from asyncsummary._event import (
-        FILE_VERSION,
-        FILE_VERSION_STRING,
-        SUMMARY,
-        encode_event,
-        encode_scalar_summary,
-    )
-    from asyncsummary._records import frame_record
-    from asyncsummary._spool import logdir_key, user_folder_name
-
-    folder = os.path.join(spool, user_folder_name(), logdir_key(url))
-    dead = os.path.join(folder, "w-4242-0123456789abcdef")
-    os.makedirs(dead, mode=0o700)
-    for path in (os.path.join(spool, user_folder_name()), folder):
-        os.chmod(path, 0o700)
-    with open(os.path.join(folder, "logdir"), "w") as f:
-        f.write(redact_url(url))
-    records = frame_record(encode_event(1.0, 0, FILE_VERSION, FILE_VERSION_STRING)) + b"".join(
-        frame_record(encode_event(2.0, s, SUMMARY, encode_scalar_summary("x", s))) for s in steps
-    )
-    with open(os.path.join(dead, "0000000000.seg"), "wb") as f:
-        f.write(records)
-    with open(os.path.join(dead, "lock"), "w") as f:
-        f.write("events.out.tfevents.0000000001.host.4242.0")
+    """What a killed writer leaves for ``url``: the URL's folder, its ``logdir`` file
+    (the URL masked, as writers record it) and one dead writer's sealed segment."""
+    folder = user_logdir_folder(spool, url, recorded=redact_url(url))
+    plant_dead_writer(folder, segments={"0000000000.seg": records("x", steps, header=True)})
 
 
 def test_upload_spool_with_a_password_url_shows_no_secret(ftp, tmp_path, capsys, logs):
@@ -297,9 +275,7 @@ def test_upload_spool_with_a_password_url_shows_no_secret(ftp, tmp_path, capsys,
     # With the URL: uploaded, and each object named with the password masked.
     assert main(["upload-spool", url, "--spool-dir", spool]) == 0
     outputs.append(capsys.readouterr())
-    assert outputs[-1].out.split() == [
-        f"{redact_url(url)}/events.out.tfevents.0000000001.host.4242.0.0000000000"
-    ]
+    assert outputs[-1].out.split() == [f"{redact_url(url)}/{DEAD_EVENT_FILE}.0000000000"]
     events = tb_run_events(os.path.join(ftp.root, "runs", "recovered"))
     assert [e.step for e in events if e.HasField("summary")] == list(range(5))
     texts = [text for o in outputs for text in (o.out, o.err)]

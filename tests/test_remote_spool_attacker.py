@@ -29,23 +29,14 @@ import uuid
 import pytest
 
 from asyncsummary import AsyncSummaryWriter, WriteError
-from asyncsummary._event import (
-    FILE_VERSION,
-    FILE_VERSION_STRING,
-    SUMMARY,
-    encode_event,
-    encode_scalar_summary,
-)
-from asyncsummary._records import frame_record
 from asyncsummary._spool import logdir_key, user_folder_name
 from asyncsummary.remote import RemoteSinkFactory, UnsafeSpoolError, upload_spool
 
-from .remote_servers import S3Server
+from .spool_layout import DEAD_EVENT_FILE, records
 
 BUCKET = "asyncsummary-attacked"
 ATTACKER = 12345
 DEAD = "w-4242-00000000deadbeef"
-EVENT_FILE = "events.out.tfevents.0000000001.host.4242.0"
 
 
 @pytest.fixture(autouse=True)
@@ -55,13 +46,6 @@ def _as_root_only():
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI must run these tests")
         pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with S3Server() as server:
-        server.create_bucket(BUCKET)
-        yield server
 
 
 @pytest.fixture
@@ -89,14 +73,6 @@ def url(s3, monkeypatch):
     return f"s3://{BUCKET}/victim-{uuid.uuid4().hex[:12]}"
 
 
-def _planted_records() -> bytes:
-    """A valid event file's records: header and one scalar, tag "planted"."""
-    header = encode_event(1.0, 0, FILE_VERSION, FILE_VERSION_STRING)
-    return frame_record(header) + frame_record(
-        encode_event(2.0, 666, SUMMARY, encode_scalar_summary("planted", 666.0))
-    )
-
-
 def _attacker(script: str, *args: str, stdin: bytes = b"", cwd: str) -> None:
     """Run a shell script as the attacker: another uid, no supplementary groups."""
     subprocess.run(
@@ -118,9 +94,14 @@ def _plant_dead_writer(shared: str, folder: str, *, lock: str | None = None) -> 
     as the spool lays one out, with a planted segment; ``lock`` a symlink target
     instead of a lock file. Every folder on the way is the attacker's, open to all."""
     _attacker('mkdir -p "$1" && chmod -R a+rwx "$1"', folder, cwd=shared)
-    _attacker('cat > "$1/0000000000.seg"', folder, stdin=_planted_records(), cwd=shared)
+    _attacker(
+        'cat > "$1/0000000000.seg"',
+        folder,
+        stdin=records("planted", [666], header=True),
+        cwd=shared,
+    )
     if lock is None:
-        _attacker('printf %s "$2" > "$1/lock"', folder, EVENT_FILE, cwd=shared)
+        _attacker('printf %s "$2" > "$1/lock"', folder, DEAD_EVENT_FILE, cwd=shared)
     else:
         _attacker('ln -s "$2" "$1/lock"', folder, lock, cwd=shared)
     planted = os.path.join(shared, folder, "0000000000.seg")

@@ -16,14 +16,6 @@ import uuid
 import pytest
 
 from asyncsummary import AsyncSummaryWriter, WriteError
-from asyncsummary._event import (
-    FILE_VERSION,
-    FILE_VERSION_STRING,
-    SUMMARY,
-    encode_event,
-    encode_scalar_summary,
-)
-from asyncsummary._records import frame_record
 from asyncsummary._spool import UnsafeSpoolError, logdir_key, user_folder_name
 from asyncsummary.remote import (
     RemoteSinkFactory,
@@ -33,8 +25,9 @@ from asyncsummary.remote import (
     upload_spool,
 )
 
+from .spool_layout import DEAD_EVENT_FILE, plant_dead_writer, records, user_logdir_folder
+
 ATTACKER = 12345
-DEAD_EVENT_FILE = "events.out.tfevents.0000000001.host.4242.0"
 
 needs_root = pytest.mark.skipif(os.getuid() != 0, reason="chown to another uid needs root")
 
@@ -58,39 +51,6 @@ def root_only(tmp_path):
     """A folder only root may write to: nothing of the attacker's may land here."""
     folder = tmp_path / "root-only"
     folder.mkdir(mode=0o700)
-    return folder
-
-
-def _records(tag, steps, header=False):
-    data = frame_record(encode_event(1.0, 0, FILE_VERSION, FILE_VERSION_STRING)) if header else b""
-    return data + b"".join(
-        frame_record(encode_event(2.0, s, SUMMARY, encode_scalar_summary(tag, s))) for s in steps
-    )
-
-
-def _plant(parent, name="w-4242-00000000deadbeef", segments=None, lock=DEAD_EVENT_FILE):
-    """A dead writer's folder as the spool lays it out (asyncsummary._spool)."""
-    folder = os.path.join(parent, name)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    if segments is None:
-        segments = {"0000000000.seg": _records("planted", [1], True)}
-    for file_name, data in segments.items():
-        with open(os.path.join(folder, file_name), "wb") as f:
-            f.write(data)
-    if lock is not None:
-        with open(os.path.join(folder, "lock"), "w") as f:
-            f.write(lock)
-    return folder
-
-
-def _user_logdir_folder(root, url):
-    """The victim's own folder of ``url`` (made as a writer makes it)."""
-    user = os.path.join(root, user_folder_name())
-    os.makedirs(user, mode=0o700, exist_ok=True)
-    folder = os.path.join(user, logdir_key(url))
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    with open(os.path.join(folder, "logdir"), "w") as f:
-        f.write(url)
     return folder
 
 
@@ -127,8 +87,8 @@ def test_each_user_writes_only_in_a_private_folder_of_a_shared_root(url, shared)
 
 def test_a_segment_planted_in_the_shared_root_is_never_uploaded(url, shared):
     # Where the spool used to keep a logdir's folders, and where another user's are.
-    _plant(os.path.join(shared, logdir_key(url)))
-    _plant(os.path.join(shared, f"uid-{ATTACKER}", logdir_key(url)))
+    plant_dead_writer(os.path.join(shared, logdir_key(url)))
+    plant_dead_writer(os.path.join(shared, f"uid-{ATTACKER}", logdir_key(url)))
     _write_one(url, shared)
     assert upload_spool([url], spool_dir=shared) == []
     assert _tags(url) == [("mine", 7)]  # the planted event is not in the victim's run
@@ -176,9 +136,9 @@ def test_a_lock_symlink_is_never_followed(url, shared, root_only):
     target = root_only / "created-by-victim"
     existing = root_only / "existing"
     existing.write_bytes(b"root's file")
-    folder = _user_logdir_folder(shared, url)
+    folder = user_logdir_folder(shared, url)
     for name, to in (("w-1-000000000000000a", target), ("w-1-000000000000000b", existing)):
-        planted = _plant(folder, name, lock=None)
+        planted = plant_dead_writer(folder, name, lock=None)
         os.symlink(to, os.path.join(planted, "lock"))
     _write_one(url, shared)  # the writer warns and leaves them: its own events go up
     with pytest.raises(SpoolUploadError, match="a symbolic link") as refused:
@@ -193,17 +153,20 @@ def test_a_lock_symlink_is_never_followed(url, shared, root_only):
 def test_planted_segments_symlinks_and_folders_open_to_others_are_not_uploaded(
     url, shared, tmp_path, capsys
 ):
-    folder = _user_logdir_folder(shared, url)
+    folder = user_logdir_folder(shared, url)
     outside = tmp_path / "outside.seg"
-    outside.write_bytes(_records("planted", [2], True))
-    linked = _plant(folder, "w-1-0000000000000001", segments={})
+    outside.write_bytes(records("planted", [2], True))
+    linked = plant_dead_writer(folder, "w-1-0000000000000001", segments={})
     os.symlink(outside, os.path.join(linked, "0000000000.seg"))
-    open_folder = _plant(folder, "w-1-0000000000000002")
+    open_folder = plant_dead_writer(folder, "w-1-0000000000000002")
     os.chmod(open_folder, 0o777)
-    _plant(folder, "w-1-0000000000000003", segments={"0000000000.seg": b"not records at all"})
-    _plant(folder, "w-1-0000000000000004", lock="../../escape")  # an event file name with a slash
-    good = _plant(
-        folder, "w-1-0000000000000005", segments={"0000000000.seg": _records("dead", [3], True)}
+    plant_dead_writer(
+        folder, "w-1-0000000000000003", segments={"0000000000.seg": b"not records at all"}
+    )
+    # A lock naming an event file with a slash in its name.
+    plant_dead_writer(folder, "w-1-0000000000000004", lock="../../escape")
+    good = plant_dead_writer(
+        folder, "w-1-0000000000000005", segments={"0000000000.seg": records("dead", [3], True)}
     )
     # The command, run to recover: the dead writer's own segment goes up, the rest is
     # refused, one line each, and the exit status says so.
@@ -233,19 +196,19 @@ def test_planted_segments_symlinks_and_folders_open_to_others_are_not_uploaded(
 
 @needs_root
 def test_files_owned_by_another_user_are_refused(url, shared):
-    folder = _user_logdir_folder(shared, url)
-    mixed = _plant(
+    folder = user_logdir_folder(shared, url)
+    mixed = plant_dead_writer(
         folder,
         "w-1-0000000000000001",
         segments={
-            "0000000000.seg": _records("dead", [1], True),
-            "0000000001.seg": _records("planted", [2]),
+            "0000000000.seg": records("dead", [1], True),
+            "0000000001.seg": records("planted", [2]),
         },
     )
     os.chown(os.path.join(mixed, "0000000001.seg"), ATTACKER, ATTACKER)
-    foreign_lock = _plant(folder, "w-1-0000000000000002")
+    foreign_lock = plant_dead_writer(folder, "w-1-0000000000000002")
     os.chown(os.path.join(foreign_lock, "lock"), ATTACKER, ATTACKER)
-    foreign_folder = _plant(folder, "w-1-0000000000000003")
+    foreign_folder = plant_dead_writer(folder, "w-1-0000000000000003")
     os.chown(foreign_folder, ATTACKER, ATTACKER)
     _write_one(url, shared)
     assert sorted(_tags(url)) == [("dead", 1), ("mine", 7)]
@@ -263,7 +226,7 @@ def test_a_live_writer_uploads_only_segments_it_wrote(url, shared):
     writer.flush()
     (own,) = [d for d, _, names in os.walk(shared) if "lock" in names]
     with open(os.path.join(own, "0000000005.seg"), "wb") as f:  # between its own segments
-        f.write(_records("planted", [5]))
+        f.write(records("planted", [5]))
     writer.add_scalar("mine", 1.0, 2)
     writer.flush()
     writer.close()
@@ -280,13 +243,13 @@ def test_upload_spool_never_follows_a_forged_logdir_file(shared, root_only):
     os.makedirs(forged, mode=0o700)
     with open(os.path.join(forged, "logdir"), "w") as f:
         f.write(victim_target)
-    _plant(forged)
+    plant_dead_writer(forged)
     # The old layout's place, in the shared root itself.
     old = os.path.join(shared, logdir_key(victim_target))
     os.makedirs(old)
     with open(os.path.join(old, "logdir"), "w") as f:
         f.write(victim_target)
-    _plant(old)
+    plant_dead_writer(old)
     with pytest.raises(SpoolUploadError, match="does not name the URL") as refused:
         upload_spool(spool_dir=shared)
     assert refused.value.uploaded == [] and len(refused.value.refused) == 1
@@ -297,8 +260,8 @@ def test_upload_spool_never_follows_a_forged_logdir_file(shared, root_only):
 def test_upload_spool_refuses_a_logdir_file_or_folder_of_another_user(shared, root_only):
     target = f"file://{root_only}/run"
     for owned in ("logdir", "folder"):
-        folder = _user_logdir_folder(shared, target)  # hashes right: only ownership protects
-        _plant(folder)
+        folder = user_logdir_folder(shared, target)  # hashes right: only ownership protects
+        plant_dead_writer(folder)
         os.chown(
             os.path.join(folder, "logdir") if owned == "logdir" else folder, ATTACKER, ATTACKER
         )
