@@ -60,13 +60,13 @@ from ._errors import (
     FlushTimeoutError,
     InvalidEventError,
     PendingLimitError,
+    RetryCannotHelp,
     WriteError,
     WriterClosedError,
 )
 from ._loop import get_loop
 from ._records import frame_record
 from ._sinks import Sink, SinkFactory
-from ._spool import UnsafeSpoolError
 
 __all__ = ["ITEM_OVERHEAD", "Policy", "WriterEngine", "WriterStats"]
 
@@ -83,9 +83,6 @@ _last_stem = (0, 0)  # (seconds, sequence) of the last file name issued
 _name_lock = threading.Lock()
 _OPEN_ATTEMPTS = 100  # names tried when one exists already (another writer took it)
 _REQUEST_GAP = 0.1  # request_flush(): the loop takes at most one per this many seconds
-#: Errors that no retry heals: a closing writer gives up on them at once instead of
-#: retrying until its timeout (a refused spool folder stays refused until a person acts).
-_RETRY_CANNOT_HELP = (UnsafeSpoolError,)
 
 
 class Policy(str, enum.Enum):  # noqa: UP042 - str() stays "Policy.BLOCK", as released
@@ -648,7 +645,7 @@ class WriterEngine:
                 self._backoff = min(max(0.05, self._backoff * 2), _MAX_BACKOFF)
                 next_timer = loop.time() + min(self._backoff, self._flush_secs)
                 if self._closing and (
-                    next_timer >= self._close_deadline or isinstance(exc, _RETRY_CANNOT_HELP)
+                    next_timer >= self._close_deadline or isinstance(exc, RetryCannotHelp)
                 ):
                     self._record_error(exc)
                     self._abandon(exc)
@@ -662,7 +659,10 @@ class WriterEngine:
                 if self._closing and not self._pending and self._out is None:
                     break
         await self._close_sink()
-        self._release_waiters()
+        # The drain has ended: no flush may wait on it any more (one that timed out
+        # while the sink still held its events would wait forever). The close either
+        # wrote everything or gave up with its error.
+        self._release_waiters(self._close_error)
 
     async def _write_pending(self) -> None:
         # Write what is pending now, then return to ``_run`` (which flushes and settles
@@ -827,10 +827,7 @@ class WriterEngine:
         self._record_error(exc)
         error = WriteError(f"writing events to {self._display!r} failed: {exc!r}")
         self._report_error(error, exc)
-        for _, future in self._waiters:
-            if not future.done():
-                future.set_exception(error)
-        self._waiters.clear()
+        self._release_waiters(error)
 
     def _report_error(self, error: AsyncSummaryError, cause: BaseException | None) -> None:
         """Store ``error`` for the caller's next call; ``cause`` (None: keep its own)."""
@@ -858,22 +855,17 @@ class WriterEngine:
             f"written and are lost: {exc!r}"
         )
         error.__cause__ = exc
-        for _, future in self._waiters:
-            if not future.done():
-                future.set_exception(error)
-        self._waiters.clear()
+        self._release_waiters(error)
         self._close_error = error
 
-    def _release_waiters(self) -> None:
-        """The drain has ended: no flush may wait on it any more (a flush that timed
-        out while the sink still held its events would wait forever). The close
-        either wrote everything or gave up (its error)."""
+    def _release_waiters(self, error: BaseException | None) -> None:
+        """Every waiting flush returns now: with ``error``, or (None) as done."""
         for _, future in self._waiters:
             if not future.done():
-                if self._close_error is None:
+                if error is None:
                     future.set_result(None)
                 else:
-                    future.set_exception(self._close_error)
+                    future.set_exception(error)
         self._waiters.clear()
 
     def _settle_waiters(self) -> None:

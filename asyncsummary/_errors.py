@@ -65,3 +65,9 @@ class PendingLimitError(AsyncSummaryError):
 
 class FlushTimeoutError(AsyncSummaryError, TimeoutError):
     """``flush()`` or ``close()`` did not complete within its timeout."""
+
+
+class RetryCannotHelp:
+    """Mixin of storage errors that no retry heals (a spool folder that is not this
+    user's alone stays refused until a person acts): a closing writer gives up on
+    them at once instead of retrying until its timeout."""

@@ -50,6 +50,7 @@ import stat
 import threading
 from collections.abc import Callable
 
+from ._errors import RetryCannotHelp
 from ._records import masked_crc32c
 from ._redact import redact_url
 
@@ -85,7 +86,12 @@ _OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 _ADVICE = " (another user may have made it: choose a spool_dir of your own, or remove it)"
 
 
-class UnsafeSpoolError(PermissionError):
+def _warn_refused(reason: str) -> None:
+    """What a writer does with a refused spool path: say so, and go on."""
+    logger.warning("not uploading from the spool: %s", reason)
+
+
+class UnsafeSpoolError(RetryCannotHelp, PermissionError):
     """A spool folder or file is not this user's alone (owner, mode or a symlink).
 
     Its message names the path and the reason; ``filename`` is the path.
@@ -507,14 +513,13 @@ class SpoolFolder:
         self._dir.unlink(segment.name)
 
     # ------------------------------------------------------------- recovery
-    def recover(self, refuse: Callable[[str], None] | None = None) -> list[Segment]:
+    def recover(self, refuse: Callable[[str], None] = _warn_refused) -> list[Segment]:
         """A dead writer's folder: seal its part (whole records only), list its segments.
 
         A file that is not this user's alone, or a sealed segment that is not whole,
         CRC-valid records, is left where it is and not uploaded: ``refuse`` gets the
         reason (default: a logged warning).
         """
-        refuse = refuse or _warn_refused
         segments = []
         for name in self._dir.listdir():
             match = _SEGMENT.match(name)
@@ -563,10 +568,6 @@ class SpoolFolder:
             _release(self._lock_fd)
             self._lock_fd = None
             self._dir.close()
-
-
-def _warn_refused(reason: str) -> None:
-    logger.warning("not uploading from the spool: %s", reason)
 
 
 def claim_orphans(

@@ -269,13 +269,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options is not None and not isinstance(options, dict):
         parser.error("--storage-options must be a JSON object")
     if args.command == "upload-spool":
-        status = 0
+        problems: list[str] = []
         try:
             urls = upload_spool(
                 args.logdirs or None, storage_options=options, spool_dir=args.spool_dir
             )
         except SpoolUploadError as exc:
-            urls, status = exc.uploaded, 1
+            urls = exc.uploaded
             problems = [f"refused: {r}" for r in exc.refused] + [f"failed: {f}" for f in exc.failed]
         except OSError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -283,10 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for url in urls:
             print(url)
         print(f"uploaded {len(urls)} segment(s)", file=sys.stderr)
-        if status:
-            for problem in problems:
-                print(f"error: {problem}", file=sys.stderr)
-        return status
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     elif args.command == "ls":
         for url in event_objects(args.logdir, options):
             print(url)
