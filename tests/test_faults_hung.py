@@ -48,6 +48,7 @@ from asyncsummary._loop import get_loop
 from asyncsummary.testing import GatedSink
 from benchmarks import fuse_slowfs
 
+from .must_run import cannot_run_here
 from .procs import DEADLINE, read_run
 
 HUNG_WRITERS = 8
@@ -258,9 +259,7 @@ def hung_mount(tmp_path, no_leftovers):
     """A hung FUSE mount (writes block until ``release()``); writers closed, unmounted after."""
     reason = fuse_slowfs.unavailable()
     if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"FUSE is unavailable in CI, where this test must run: {reason}")
-        pytest.skip(f"FUSE unavailable: {reason}")
+        cannot_run_here(f"FUSE unavailable: {reason}")
     gate = tmp_path / "storage-hangs"
     gate.touch()
     log = tmp_path / "blocked-writes.log"

@@ -32,6 +32,7 @@ from asyncsummary import AsyncSummaryWriter, WriteError
 from asyncsummary._spool import logdir_key, user_folder_name
 from asyncsummary.remote import RemoteSinkFactory, UnsafeSpoolError, upload_spool
 
+from .must_run import cannot_run_here
 from .spool_layout import DEAD_EVENT_FILE, records
 
 BUCKET = "asyncsummary-attacked"
@@ -42,10 +43,7 @@ DEAD = "w-4242-00000000deadbeef"
 @pytest.fixture(autouse=True)
 def _as_root_only():
     if os.getuid() != 0:
-        reason = "acting as a second local user needs root (setuid in a child process)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must run these tests")
-        pytest.skip(reason)
+        cannot_run_here("acting as a second local user needs root (setuid in a child process)")
 
 
 @pytest.fixture
