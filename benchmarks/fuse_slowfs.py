@@ -22,7 +22,10 @@ blocks, without polling per request, while the file ``PATH`` (outside the mount)
 exists, so the ``write(2)`` that sent it does not return; removing ``PATH`` releases
 every blocked write and lets new ones through. With ``--blocked-log LOG`` each write
 that starts waiting first appends a line to ``LOG`` (:func:`blocked_writes` reads it),
-so a test can wait until the kernel has really handed the hung writes over.
+so a test can wait until the kernel has really handed the hung writes over. With
+``--hang-only PART`` (``hang_only=PART``) only writes to files whose name contains
+``PART`` hang (``tfevents``: the event files), so a framework's own small files, which
+it writes on its training thread, go through.
 """
 
 from __future__ import annotations
@@ -73,9 +76,10 @@ class _Hang:
     the next writes again).
     """
 
-    def __init__(self, path: str, log: str | None) -> None:
+    def __init__(self, path: str, log: str | None, only: str | None = None) -> None:
         self.path = path
         self.log = log
+        self.only = only
         self._cond = threading.Condition()
         self._waiting = 0
         threading.Thread(target=self._watch, name="hang-watcher", daemon=True).start()
@@ -91,6 +95,8 @@ class _Hang:
                     self._cond.notify_all()
 
     def wait(self, path: str, offset: int, size: int) -> None:
+        if self.only is not None and self.only not in os.path.basename(path):
+            return
         if not os.path.exists(self.path):
             return
         if self.log is not None:  # one short O_APPEND write: whole lines, never interleaved
@@ -133,16 +139,17 @@ def blocked_writes(log: str) -> list[str]:
 
 
 def slow_passthrough(root: str, delay: float, hang_while: str | None = None,
-                     blocked_log: str | None = None) -> Any:
+                     blocked_log: str | None = None, hang_only: str | None = None) -> Any:
     """The fusepy ``Operations`` mirroring ``root``, sleeping ``delay`` s in each write.
 
     With ``hang_while``, each write first waits while that file exists, and with
-    ``blocked_log`` notes it there (see the module docstring).
+    ``blocked_log`` notes it there; ``hang_only`` limits that to files whose name
+    contains it (see the module docstring).
     Defined on call: importing fusepy fails where libfuse2 is missing.
     """
     from fuse import FuseOSError, Operations
 
-    hang = _Hang(hang_while, blocked_log) if hang_while is not None else None
+    hang = _Hang(hang_while, blocked_log, hang_only) if hang_while is not None else None
 
     class SlowPassthrough(Operations):  # type: ignore[misc]
         """Every operation forwards to ``root``; ``write`` sleeps ``delay`` first."""
@@ -249,11 +256,11 @@ def slow_passthrough(root: str, delay: float, hang_while: str | None = None,
 
 
 def serve(root: str, mountpoint: str, delay: float, hang_while: str | None = None,
-          blocked_log: str | None = None) -> None:
+          blocked_log: str | None = None, hang_only: str | None = None) -> None:
     """Mount and serve until unmounted (blocks; run it in its own process)."""
     from fuse import FUSE
 
-    FUSE(slow_passthrough(root, delay, hang_while, blocked_log), mountpoint, foreground=True, nothreads=False,
+    FUSE(slow_passthrough(root, delay, hang_while, blocked_log, hang_only), mountpoint, foreground=True, nothreads=False,
          big_writes=True, max_write=128 << 10)
 
 
@@ -264,12 +271,12 @@ def _unmount(mountpoint: str) -> None:
 
 @contextlib.contextmanager
 def mounted(delay: float, *, hang_while: str | None = None,
-            blocked_log: str | None = None) -> Iterator[str]:
+            blocked_log: str | None = None, hang_only: str | None = None) -> Iterator[str]:
     """Mount a slow passthrough (own process) over a temp folder; yield the mount point.
 
     Always unmounts and stops the server, also when the body fails. Raises
-    ``RuntimeError`` when the mount does not appear within a bound. ``hang_while``
-    and ``blocked_log`` make it hung storage (see the module docstring); on the way
+    ``RuntimeError`` when the mount does not appear within a bound. ``hang_while``,
+    ``blocked_log`` and ``hang_only`` make it hung storage (see the module docstring); on the way
     out ``hang_while`` is removed first, so that no write stays blocked on it.
     """
     reason = unavailable()
@@ -284,6 +291,8 @@ def mounted(delay: float, *, hang_while: str | None = None,
         command += ["--hang-while", os.path.abspath(hang_while)]
     if blocked_log is not None:
         command += ["--blocked-log", os.path.abspath(blocked_log)]
+    if hang_only is not None:
+        command += ["--hang-only", hang_only]
     server = subprocess.Popen(
         command,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -324,8 +333,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="every write blocks while this file (outside the mount) exists")
     parser.add_argument("--blocked-log", metavar="LOG",
                         help="append a line here for each write that starts blocking")
+    parser.add_argument("--hang-only", metavar="PART",
+                        help="only writes to files whose name contains PART hang")
     args = parser.parse_args(argv)
-    serve(args.root, args.mountpoint, args.delay, args.hang_while, args.blocked_log)
+    serve(args.root, args.mountpoint, args.delay, args.hang_while, args.blocked_log, args.hang_only)
 
 
 if __name__ == "__main__":

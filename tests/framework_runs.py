@@ -19,10 +19,16 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from typing import Any
 
 import pytest
 
+from asyncsummary import FileSink
+from asyncsummary.testing import GatedSink
+
+from .procs import DEADLINE
 from .readers import accumulator, event_files
 
 _TIME_NAME = re.compile(r"^\d{9,}(\.\d+)?$")
@@ -119,3 +125,32 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class GatedStorage:
+    """A ``sink_factory`` whose sinks hold every write until :meth:`release`: stalled storage.
+
+    A framework test passes :meth:`factory` to the writer, trains, and at the end of
+    training (before the framework closes the writer) calls :meth:`assert_stalled`:
+    every step ran while the storage has taken no byte. Same methods as
+    :class:`tests.hung_storage.HungMount`, the stalled storage of a real mount.
+    """
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.sinks: list[GatedSink] = []
+
+    def factory(self, path: str) -> GatedSink:
+        self.sinks.append(GatedSink(FileSink(path), self.gate))
+        return self.sinks[-1]
+
+    def assert_stalled(self) -> None:
+        """A write is held in the storage (poll, bounded), and nothing released it."""
+        deadline = time.monotonic() + DEADLINE
+        while not any(s.entered.is_set() for s in self.sinks):
+            assert time.monotonic() < deadline, "no write reached the stalled storage"
+            time.sleep(0.01)
+        assert not self.gate.is_set()
+
+    def release(self) -> None:
+        self.gate.set()

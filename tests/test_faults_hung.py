@@ -33,13 +33,11 @@ alone in the core suite), counts exact.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -48,7 +46,8 @@ from asyncsummary._loop import get_loop
 from asyncsummary.testing import GatedSink
 from benchmarks import fuse_slowfs
 
-from .must_run import cannot_run_here
+from .hung_storage import HungMount
+from .hung_storage import hung_mount as mount_hung_storage
 from .procs import DEADLINE, read_run
 
 HUNG_WRITERS = 8
@@ -221,13 +220,11 @@ def test_hung_writers_stall_nothing_but_themselves(tmp_path, hung_writers):
 
 
 # ------------------------------------------------------------------ a real hung mount
-class _HungMount:
-    """A FUSE mount whose writes block while ``gate`` exists, and the writers on it."""
+class _HungMount(HungMount):
+    """The hung mount, and the writers a test made on it."""
 
-    def __init__(self, mountpoint: str, gate: Path, log: Path) -> None:
-        self.mountpoint = mountpoint
-        self.gate = gate
-        self.log = log
+    def __init__(self, mount: HungMount) -> None:
+        super().__init__(mount.mountpoint, mount.gate, mount.log)
         self.logdirs: list[str] = []
         self.writers: list[AsyncSummaryWriter] = []
 
@@ -237,35 +234,13 @@ class _HungMount:
         self.writers.append(AsyncSummaryWriter(self.logdirs[-1], **options))
         return self.writers[-1]
 
-    def blocked(self) -> collections.Counter[str]:
-        """Writes blocked in the file system so far, counted per top folder of the mount."""
-        return collections.Counter(
-            path.lstrip("/").split("/", 1)[0] for path in fuse_slowfs.blocked_writes(str(self.log))
-        )
-
-    def wait_until_blocked(self, expected: dict[str, int]) -> None:
-        """The file system holds ``expected`` blocked writes (poll, bounded)."""
-        deadline = time.monotonic() + DEADLINE
-        while (seen := self.blocked()) != expected:
-            assert time.monotonic() < deadline, f"blocked writes: {dict(seen)}, expected {expected}"
-            time.sleep(0.01)
-
-    def release(self) -> None:
-        self.gate.unlink(missing_ok=True)
-
 
 @pytest.fixture
 def hung_mount(tmp_path, no_leftovers):
     """A hung FUSE mount (writes block until ``release()``); writers closed, unmounted after."""
-    reason = fuse_slowfs.unavailable()
-    if reason is not None:
-        cannot_run_here(f"FUSE unavailable: {reason}")
-    gate = tmp_path / "storage-hangs"
-    gate.touch()
-    log = tmp_path / "blocked-writes.log"
-    with fuse_slowfs.mounted(0.0, hang_while=str(gate), blocked_log=str(log)) as mountpoint:
-        no_leftovers.mounts.append(mountpoint)
-        mount = _HungMount(mountpoint, gate, log)
+    with mount_hung_storage(tmp_path) as mounted:
+        no_leftovers.mounts.append(mounted.mountpoint)
+        mount = _HungMount(mounted)
         try:
             yield mount
         finally:  # then unmounted

@@ -10,18 +10,16 @@ the stock ``"tensorboard"`` tracker's run.
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 import torch
 from accelerate import Accelerator
 
 import asyncsummary
-from asyncsummary import FileSink
 from asyncsummary.integrations.accelerate import AsyncTensorBoardTracker
-from asyncsummary.testing import GatedSink
 
-from .framework_runs import assert_same_runs, one_torch_thread  # noqa: F401
+from .framework_runs import GatedStorage, assert_same_runs, one_torch_thread  # noqa: F401
+from .hung_storage import hung_mount
 from .readers import scalars
 
 STEPS = 300
@@ -64,15 +62,15 @@ def _assert_like_stock(root, stock_root):
     assert got["run/<time>"]["hparams"]
 
 
-def test_tracker_logs_what_the_stock_tracker_logs(tmp_path, stock_root):
-    root = str(tmp_path / "ours")
-    # The exact line of the README:
-    accelerator = Accelerator(log_with=AsyncTensorBoardTracker("run", root), cpu=True)
+def test_tracker_logs_what_the_stock_tracker_logs(tmp_path, monkeypatch, stock_root):
+    monkeypatch.chdir(tmp_path)
+    # The README's line (and cpu=True):
+    accelerator = Accelerator(log_with=AsyncTensorBoardTracker("run", "logs"), cpu=True)
     _train(accelerator)
     assert isinstance(
         accelerator.get_tracker("tensorboard", unwrap=True), asyncsummary.SummaryWriter
     )
-    _assert_like_stock(root, stock_root)
+    _assert_like_stock(str(tmp_path / "logs"), stock_root)
 
 
 def test_patch_makes_the_stock_tracker_ours(tmp_path, stock_root):
@@ -86,21 +84,34 @@ def test_patch_makes_the_stock_tracker_ours(tmp_path, stock_root):
     _assert_like_stock(root, stock_root)
 
 
-def test_training_does_not_wait_for_stalled_storage(tmp_path):
-    gate = threading.Event()
-    sinks = []
+def _assert_every_step_logged(root, steps):
+    logged = [s for s, t, _ in scalars(os.path.join(root, "run")) if t == "train/loss"]
+    assert logged == list(range(steps))
 
-    def factory(path):
-        sinks.append(GatedSink(FileSink(path), gate))
-        return sinks[-1]
 
+def _stalled_then_release(storage):
     def release():  # every step logged (and "flushed"), storage still stalled
-        assert sinks and any(s.entered.is_set() for s in sinks) and not gate.is_set()
-        gate.set()
+        storage.assert_stalled()
+        storage.release()
 
+    return release
+
+
+def test_training_does_not_wait_for_stalled_storage(tmp_path):
+    storage = GatedStorage()
     root = str(tmp_path / "ours")
-    tracker = AsyncTensorBoardTracker("run", root, sink_factory=factory)
-    _train(Accelerator(log_with=tracker, cpu=True), steps=200, before_end=release)
-    assert [s for s, t, _ in scalars(os.path.join(root, "run")) if t == "train/loss"] == list(
-        range(200)
-    )
+    tracker = AsyncTensorBoardTracker("run", root, sink_factory=storage.factory)
+    accelerator = Accelerator(log_with=tracker, cpu=True)
+    _train(accelerator, steps=200, before_end=_stalled_then_release(storage))
+    _assert_every_step_logged(root, 200)
+
+
+def test_patch_does_not_wait_for_a_hung_mount(tmp_path):
+    """The README's line, the stock tracker, on a real hung mount (its hparams.yml,
+    written on the training thread, goes through)."""
+    with hung_mount(tmp_path, only="tfevents") as mount:
+        root = os.path.join(mount.mountpoint, "logs")
+        with asyncsummary.patch():
+            accelerator = Accelerator(log_with="tensorboard", project_dir=root, cpu=True)
+            _train(accelerator, steps=200, before_end=_stalled_then_release(mount))
+        _assert_every_step_logged(root, 200)

@@ -1,6 +1,6 @@
 """Hugging Face ``Trainer``: ``AsyncTensorBoardCallback`` and ``patch()`` log what the stock callback logs.
 
-A tiny BERT classifier built from a config (no hub download: ``HF_HUB_OFFLINE=1``) is
+A tiny BERT classifier built from a config (``benchmarks.tiny_models``; no hub download) is
 trained on random tokens for 200 steps with ``logging_steps=1``, so the stock callback's
 ``on_log`` flushes after every step, then evaluated once more after training. The run
 is read back through TensorBoard's ``EventAccumulator`` and compared with the stock
@@ -13,25 +13,22 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import threading  # noqa: E402
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from transformers import (  # noqa: E402
-    BertConfig,
-    BertForSequenceClassification,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from transformers import TrainerCallback  # noqa: E402
 from transformers.integrations import TensorBoardCallback  # noqa: E402
 
 import asyncsummary  # noqa: E402
-from asyncsummary import FileSink  # noqa: E402
 from asyncsummary.integrations.huggingface import AsyncTensorBoardCallback  # noqa: E402
-from asyncsummary.testing import GatedSink  # noqa: E402
+from benchmarks.tiny_models import hf_trainer  # noqa: E402
 
-from .framework_runs import assert_same_runs, one_torch_thread, runs  # noqa: E402, F401
+from .framework_runs import (  # noqa: E402, F401
+    GatedStorage,
+    assert_same_runs,
+    one_torch_thread,
+    runs,
+)
+from .hung_storage import hung_mount  # noqa: E402
 from .readers import scalars  # noqa: E402
 
 STEPS = 200
@@ -39,50 +36,14 @@ STEPS = 200
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class RandomTokens(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        generator = torch.Generator().manual_seed(0)
-        self.x = torch.randint(0, 32, (n, 8), generator=generator)
-        self.y = self.x.sum(1) % 2
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"input_ids": self.x[i], "labels": self.y[i]}
-
-
-def _trainer(root, callbacks, steps=STEPS, report_to="none", **args):
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=32,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
-    arguments = TrainingArguments(
-        output_dir=os.path.join(root, "out"),
-        max_steps=steps,
-        logging_steps=1,
-        per_device_train_batch_size=4,
+def _trainer(root, callbacks, steps=STEPS, report_to="none", **arguments):
+    return hf_trainer(
+        os.path.join(root, "out"),
+        callbacks,
+        steps,
         report_to=report_to,
-        save_strategy="no",
-        eval_strategy="steps",
         eval_steps=100,
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
-        **args,
-    )
-    return Trainer(
-        model=BertForSequenceClassification(config),
-        args=arguments,
-        train_dataset=RandomTokens(steps * 4),
-        eval_dataset=RandomTokens(8),
-        callbacks=callbacks,
+        **arguments,
     )
 
 
@@ -116,7 +77,7 @@ def _assert_like_stock(root, stock_root):
 def test_callback_logs_what_the_stock_callback_logs(tmp_path, monkeypatch, stock_root):
     root = str(tmp_path / "ours")
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", os.path.join(root, "tb"))
-    # The exact line of the README: report_to="none", and the callback.
+    # The README's lines: report_to="none", and the callback.
     trainer = _trainer(root, callbacks=[AsyncTensorBoardCallback()], report_to="none")
     _train_and_evaluate(trainer)
     _assert_like_stock(root, stock_root)
@@ -171,29 +132,44 @@ def test_tb_writer_pitfall_post_train_evaluate_stays_in_the_writers_folder(tmp_p
 
 
 class _ReleaseAtTrainEnd(TrainerCallback):
-    """Listed before the TensorBoard callback: runs before its close at the end of training."""
+    """Runs before the TensorBoard callback's ``on_train_end`` (which closes its writer):
+    the storage still holds its first write, every step ran; then let the storage go."""
 
-    def __init__(self, gate, sinks):
-        self.gate, self.sinks = gate, sinks
+    def __init__(self, storage):
+        self.storage = storage
         self.steps_done = None
 
     def on_train_end(self, args, state, control, **kwargs):
-        assert self.sinks and self.sinks[0].entered.is_set() and not self.gate.is_set()
+        self.storage.assert_stalled()
         self.steps_done = state.global_step
-        self.gate.set()
+        self.storage.release()
+
+
+def _train_steps(logdir):
+    return [s for s, t, _ in scalars(logdir) if t == "train/loss"]
 
 
 def test_training_does_not_wait_for_stalled_storage(tmp_path):
-    gate = threading.Event()
-    sinks = []
-
-    def factory(path):
-        sinks.append(GatedSink(FileSink(path), gate))
-        return sinks[-1]
-
-    release = _ReleaseAtTrainEnd(gate, sinks)
+    storage = GatedStorage()
+    release = _ReleaseAtTrainEnd(storage)
     logdir = str(tmp_path / "tb")
-    callback = AsyncTensorBoardCallback(logging_dir=logdir, sink_factory=factory)
+    callback = AsyncTensorBoardCallback(logging_dir=logdir, sink_factory=storage.factory)
     _trainer(str(tmp_path), [release, callback], steps=100).train()
     assert release.steps_done == 100
-    assert [s for s, t, _ in scalars(logdir) if t == "train/loss"] == list(range(1, 101))
+    assert _train_steps(logdir) == list(range(1, 101))
+
+
+def test_patch_does_not_wait_for_a_hung_mount(tmp_path, monkeypatch):
+    """The README's line, the stock callback (report_to), on a real hung mount."""
+    with hung_mount(tmp_path, only="tfevents") as mount:
+        logdir = os.path.join(mount.mountpoint, "tb")
+        monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", logdir)
+        release = _ReleaseAtTrainEnd(mount)
+        with asyncsummary.patch():
+            trainer = _trainer(str(tmp_path), [], steps=100, report_to=["tensorboard"])
+            stock = trainer.pop_callback(TensorBoardCallback)  # the release runs first
+            trainer.add_callback(release)
+            trainer.add_callback(stock)
+            trainer.train()
+        assert release.steps_done == 100
+        assert _train_steps(logdir) == list(range(1, 101))

@@ -9,6 +9,8 @@ through TensorBoard's ``EventAccumulator``.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import tensorboardX
 import torch
@@ -18,14 +20,16 @@ from ignite.handlers.tensorboard_logger import TensorboardLogger, WeightsHistHan
 import asyncsummary
 from asyncsummary.integrations.ignite import AsyncTensorboardLogger
 
-from .framework_runs import assert_same_runs, one_torch_thread  # noqa: F401
+from .framework_runs import GatedStorage, assert_same_runs, one_torch_thread  # noqa: F401
+from .hung_storage import hung_mount
+from .readers import scalars
 
 STEPS = 300
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _train(make_logger):
+def _train(make_logger, before_close=None):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -51,6 +55,8 @@ def _train(make_logger):
         event_name=Events.ITERATION_COMPLETED(every=100),
     )
     trainer.run(data, max_epochs=1)
+    if before_close is not None:
+        before_close()
     logger.close()
     return logger
 
@@ -69,12 +75,11 @@ def _assert_like_stock(root, stock_root):
     assert sorted(got["."]["histograms"]) == ["weights/bias", "weights/weight"]
 
 
-def test_logger_logs_what_the_stock_logger_logs(tmp_path, stock_root):
-    root = str(tmp_path / "ours")
-    # The exact line of the README:
-    logger = _train(lambda: AsyncTensorboardLogger(log_dir=root))
+def test_logger_logs_what_the_stock_logger_logs(tmp_path, monkeypatch, stock_root):
+    monkeypatch.chdir(tmp_path)
+    logger = _train(lambda: AsyncTensorboardLogger(log_dir="logs"))  # the README's line
     assert isinstance(logger.writer, asyncsummary.SummaryWriter)
-    _assert_like_stock(root, stock_root)
+    _assert_like_stock(str(tmp_path / "logs"), stock_root)
 
 
 def test_patch_replaces_the_tensorboardx_writer_ignite_picks(tmp_path, stock_root):
@@ -91,3 +96,39 @@ def test_logdir_keyword_of_tensorboardx_is_accepted(tmp_path):
     logger.close()
     with pytest.raises(TypeError):
         AsyncTensorboardLogger(str(tmp_path / "y"), logdir=str(tmp_path / "y"))
+
+
+def _stalled_then_release(storage):
+    def release():  # every iteration logged, storage still stalled
+        storage.assert_stalled()
+        storage.release()
+
+    return release
+
+
+def _assert_every_step_logged(root):
+    assert [s for s, t, _ in scalars(root) if t == "train/loss"] == list(range(1, STEPS + 1))
+
+
+def test_training_does_not_wait_for_stalled_storage(tmp_path):
+    storage = GatedStorage()
+    root = str(tmp_path / "ours")
+    _train(
+        lambda: AsyncTensorboardLogger(log_dir=root, sink_factory=storage.factory),
+        before_close=_stalled_then_release(storage),
+    )
+    _assert_every_step_logged(root)
+
+
+@pytest.mark.parametrize("route", ["adapter", "patch"])
+def test_training_does_not_wait_for_a_hung_mount(tmp_path, route):
+    """The README's lines, default writer options, on a real hung mount."""
+    with hung_mount(tmp_path) as mount:
+        root = os.path.join(mount.mountpoint, route)
+        release = _stalled_then_release(mount)
+        if route == "adapter":
+            _train(lambda: AsyncTensorboardLogger(log_dir=root), before_close=release)
+        else:
+            with asyncsummary.patch():
+                _train(lambda: TensorboardLogger(log_dir=root), before_close=release)
+        _assert_every_step_logged(root)
