@@ -40,7 +40,7 @@ class HungMount:
     def blocked(self) -> collections.Counter[str]:
         """Writes blocked in the file system so far, counted per top folder of the mount."""
         return collections.Counter(
-            path.lstrip("/").split("/", 1)[0] for path in fuse_slowfs.blocked_writes(str(self.log))
+            path.lstrip("/").split("/", 1)[0] for path in self.blocked_paths()
         )
 
     def blocked_paths(self) -> list[str]:

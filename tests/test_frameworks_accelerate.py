@@ -10,6 +10,7 @@ the stock ``"tensorboard"`` tracker's run.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pytest
 import torch
@@ -18,7 +19,12 @@ from accelerate import Accelerator
 import asyncsummary
 from asyncsummary.integrations.accelerate import AsyncTensorBoardTracker
 
-from .framework_runs import GatedStorage, assert_same_runs, one_torch_thread  # noqa: F401
+from .framework_runs import (  # noqa: F401
+    GatedStorage,
+    assert_same_runs,
+    one_torch_thread,
+    release_when_stalled,
+)
 from .hung_storage import hung_mount
 from .readers import scalars
 
@@ -89,20 +95,12 @@ def _assert_every_step_logged(root, steps):
     assert logged == list(range(steps))
 
 
-def _stalled_then_release(storage):
-    def release():  # every step logged (and "flushed"), storage still stalled
-        storage.assert_stalled()
-        storage.release()
-
-    return release
-
-
 def test_training_does_not_wait_for_stalled_storage(tmp_path):
     storage = GatedStorage()
     root = str(tmp_path / "ours")
     tracker = AsyncTensorBoardTracker("run", root, sink_factory=storage.factory)
     accelerator = Accelerator(log_with=tracker, cpu=True)
-    _train(accelerator, steps=200, before_end=_stalled_then_release(storage))
+    _train(accelerator, steps=200, before_end=partial(release_when_stalled, storage))
     _assert_every_step_logged(root, 200)
 
 
@@ -113,5 +111,5 @@ def test_patch_does_not_wait_for_a_hung_mount(tmp_path):
         root = os.path.join(mount.mountpoint, "logs")
         with asyncsummary.patch():
             accelerator = Accelerator(log_with="tensorboard", project_dir=root, cpu=True)
-            _train(accelerator, steps=200, before_end=_stalled_then_release(mount))
+            _train(accelerator, steps=200, before_end=partial(release_when_stalled, mount))
         _assert_every_step_logged(root, 200)

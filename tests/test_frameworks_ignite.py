@@ -10,6 +10,7 @@ through TensorBoard's ``EventAccumulator``.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pytest
 import tensorboardX
@@ -20,7 +21,12 @@ from ignite.handlers.tensorboard_logger import TensorboardLogger, WeightsHistHan
 import asyncsummary
 from asyncsummary.integrations.ignite import AsyncTensorboardLogger
 
-from .framework_runs import GatedStorage, assert_same_runs, one_torch_thread  # noqa: F401
+from .framework_runs import (  # noqa: F401
+    GatedStorage,
+    assert_same_runs,
+    one_torch_thread,
+    release_when_stalled,
+)
 from .hung_storage import hung_mount
 from .readers import scalars
 
@@ -98,14 +104,6 @@ def test_logdir_keyword_of_tensorboardx_is_accepted(tmp_path):
         AsyncTensorboardLogger(str(tmp_path / "y"), logdir=str(tmp_path / "y"))
 
 
-def _stalled_then_release(storage):
-    def release():  # every iteration logged, storage still stalled
-        storage.assert_stalled()
-        storage.release()
-
-    return release
-
-
 def _assert_every_step_logged(root):
     assert [s for s, t, _ in scalars(root) if t == "train/loss"] == list(range(1, STEPS + 1))
 
@@ -115,7 +113,7 @@ def test_training_does_not_wait_for_stalled_storage(tmp_path):
     root = str(tmp_path / "ours")
     _train(
         lambda: AsyncTensorboardLogger(log_dir=root, sink_factory=storage.factory),
-        before_close=_stalled_then_release(storage),
+        before_close=partial(release_when_stalled, storage),
     )
     _assert_every_step_logged(root)
 
@@ -125,7 +123,7 @@ def test_training_does_not_wait_for_a_hung_mount(tmp_path, route):
     """The README's lines, default writer options, on a real hung mount."""
     with hung_mount(tmp_path) as mount:
         root = os.path.join(mount.mountpoint, route)
-        release = _stalled_then_release(mount)
+        release = partial(release_when_stalled, mount)
         if route == "adapter":
             _train(lambda: AsyncTensorboardLogger(log_dir=root), before_close=release)
         else:
