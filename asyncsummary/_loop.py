@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["DaemonThreadPoolExecutor", "get_loop", "loop_implementation", "run_coroutine"]
+__all__ = ["DaemonThreadPoolExecutor", "build_pool", "get_loop", "loop_implementation", "run_coroutine"]
 
 T = TypeVar("T")
 
@@ -220,6 +220,39 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     return asyncio.run_coroutine_threadsafe(coro, get_loop())
 
 
+#: Threads of the pool that builds summaries (histograms, images) off the caller's thread.
+BUILD_WORKERS = 2
+_build_lock = threading.RLock()  # reentrant: a signal handler's flush may come back here
+_build_pool: DaemonThreadPoolExecutor | None = None
+_build_pid = -1
+
+
+def build_pool() -> DaemonThreadPoolExecutor:
+    """The process's pool of summary builders, started on first use (again after fork).
+
+    Shared by every writer facade (torch-style, Keras). Two workers: builds are mostly
+    NumPy, zlib and protobuf work that releases the GIL in its heavy parts; more
+    threads would only take the GIL from the training thread more often. Order is not
+    the pool's business: a writer's engine awaits the futures in the order of the calls.
+    """
+    global _build_pool, _build_pid
+    pool = _build_pool
+    if pool is not None and _build_pid == os.getpid():
+        return pool
+    with _build_lock:
+        if _build_pool is None or _build_pid != os.getpid():
+            _build_pool = DaemonThreadPoolExecutor(BUILD_WORKERS, thread_name_prefix="asyncsummary-build")
+            _build_pid = os.getpid()
+        return _build_pool
+
+
+def _after_fork_in_child() -> None:
+    global _build_lock, _build_pool
+    _loop_thread.after_fork_in_child()
+    _build_lock = threading.RLock()
+    _build_pool = None  # its threads stayed in the parent
+
+
 def loop_implementation() -> str:
     """``"uvloop"`` or ``"asyncio"``: what the background loop runs on."""
     loop = get_loop()
@@ -227,4 +260,4 @@ def loop_implementation() -> str:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_loop_thread.after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -19,7 +19,7 @@ from typing import Any
 from ._redact import redact_url
 from ._sinks import SinkFactory
 
-__all__ = ["Location", "is_url", "resolve_logdir"]
+__all__ = ["Location", "is_url", "makedirs", "resolve_logdir", "write_file"]
 
 _LOCAL_PROTOCOLS = ("file", "local")
 
@@ -96,3 +96,30 @@ def resolve_logdir(logdir: Any, storage_options: dict[str, Any] | None) -> Locat
     if storage_options is not None:
         raise ValueError("storage_options are only for remote (URL) logdirs")
     return _local(path)
+
+
+def makedirs(path: str, storage_options: dict[str, Any] | None) -> None:
+    """Make folder ``path`` (a local path or a URL) and its parents, if missing.
+
+    For the few side files beside the event files (projector configs and
+    checkpoints): written whole, on a worker thread, never through the event sinks.
+    """
+    if is_url(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
+        fs.makedirs(root, exist_ok=True)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def write_file(path: str, data: bytes, storage_options: dict[str, Any] | None) -> None:
+    """Write ``data`` as file ``path`` (a local path or a URL), replacing it."""
+    if is_url(path):
+        import fsspec
+
+        with fsspec.open(path, "wb", **(storage_options or {})) as f:
+            f.write(data)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)

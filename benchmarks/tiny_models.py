@@ -1,7 +1,8 @@
-"""Tiny models trained inside Lightning and Hugging Face ``Trainer``, seeded, on random data.
+"""Tiny models trained inside Lightning, Hugging Face ``Trainer`` and Keras, seeded, on random data.
 
-The framework tests (``tests/test_frameworks_*.py``) and the framework benchmark
-(:mod:`benchmarks.frameworks`) train the same models: the tests compare what a run
+The framework tests (``tests/test_frameworks_*.py``, ``tests/test_keras.py``) and the
+framework benchmarks (:mod:`benchmarks.frameworks`, :mod:`benchmarks.keras_callback`)
+train the same models: the tests compare what a run
 logged with the stock writer's run, the benchmark times its steps. Built from configs
 (no hub download: ``HF_HUB_OFFLINE=1``), small enough that a step costs about a
 millisecond on one CPU thread, so what the logging costs is what shows.
@@ -18,7 +19,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["hf_trainer", "lightning_fit", "lightning_module"]
+__all__ = ["hf_trainer", "keras_data", "keras_model", "lightning_fit", "lightning_module"]
 
 # No hub access, ever: set before transformers is imported (it reads it then).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -179,3 +180,41 @@ def hf_trainer(
         eval_dataset=tokens(BATCH),
         callbacks=list(callbacks),
     )
+
+
+#: Keras: rows of random data, and the regression's input (steps of a 1-D signal).
+KERAS_ROWS, KERAS_STEPS, KERAS_CHANNELS = 96, 6, 3
+
+
+def keras_model(seed: int = 0) -> Any:
+    """A compiled Keras regression on the current backend: Conv1D, Dense, Dense.
+
+    One weight of each shape Keras's ``TensorBoard`` turns into an image its own way
+    (a 3-D kernel, 2-D kernels, 1-D biases); SGD, MSE loss and an MAE metric, so each
+    batch logs two values. Seeded, and Keras's name counters reset: two models built
+    alike train alike, under the same layer names (tags).
+    """
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input((KERAS_STEPS, KERAS_CHANNELS)),
+            keras.layers.Conv1D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(HIDDEN // 4, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(keras.optimizers.SGD(0.01), "mse", metrics=["mae"])
+    return model
+
+
+def keras_data(rows: int = KERAS_ROWS, seed: int = 0) -> tuple[Any, Any]:
+    """(x, y): ``rows`` random signals and the sum of each."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((rows, KERAS_STEPS, KERAS_CHANNELS), dtype=np.float32)
+    return x, x.sum(axis=(1, 2))[:, None]

@@ -42,9 +42,10 @@ def _installed(module: str) -> bool:
 #: CI runs it on Python 3.12 and 3.13. Otherwise the full suite, which needs both: a
 #: missing one is an error, never a silently smaller suite.
 CORE_SUITE = os.environ.get("ASYNCSUMMARY_CORE_SUITE") == "1"
-#: Modules that import torch or TensorFlow as they load: every test in them is marked.
+#: Modules that import torch, TensorFlow or Keras as they load: every test in them is marked.
 collect_ignore_glob = (
-    ["test_torch_*.py", "test_frameworks_*.py", "test_hook.py", "test_core_tf_equivalence.py"]
+    ["test_torch_*.py", "test_frameworks_*.py", "test_hook.py", "test_core_tf_equivalence.py",
+     "test_keras.py"]
     if CORE_SUITE
     else []
 )

@@ -11,7 +11,7 @@ caller up to seconds, see ``asyncsummary/torch/_projector.py``), so:
   keeps failing comes back as a :class:`WriteError` chained to the ``OSError``.
 
 Storage failures here are real ones (a file where a folder must go, a removed
-folder), except the transient one, injected through the module's ``_write`` seam.
+folder), except the transient one, injected through the module's ``write_file`` seam.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def test_a_write_that_keeps_failing_is_a_write_error_chained_to_the_os_error(tmp
 
 def test_a_transient_failure_is_retried_and_costs_nothing(tmp_path, monkeypatch):
     logdir = str(tmp_path / "run")
-    real_write = _projector._write
+    real_write = _projector.write_file
     failures = []
 
     def flaky(path, data, storage_options):
@@ -125,7 +125,7 @@ def test_a_transient_failure_is_retried_and_costs_nothing(tmp_path, monkeypatch)
             raise OSError(errno.EIO, "injected transient failure", path)
         real_write(path, data, storage_options)
 
-    monkeypatch.setattr(_projector, "_write", flaky)
+    monkeypatch.setattr(_projector, "write_file", flaky)
     with asyncsummary.SummaryWriter(logdir) as writer:
         _embed(writer, "flaky")
         writer.flush()  # no error: the third attempt wrote everything

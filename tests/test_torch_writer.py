@@ -19,7 +19,8 @@ import torch
 
 import asyncsummary
 from asyncsummary import InvalidEventError
-from asyncsummary.torch import _snapshot, _workers
+from asyncsummary._loop import BUILD_WORKERS, build_pool
+from asyncsummary.torch import _snapshot
 from tests.test_torch_equivalence import _normalised, _run_events
 
 pytestmark = pytest.mark.torch
@@ -38,8 +39,8 @@ def paused_workers():
         gate.wait(WAIT)
 
     try:
-        for _ in range(_workers.MAX_WORKERS):  # one at a time, so each takes its own thread
-            _workers._pool().submit(hold)
+        for _ in range(BUILD_WORKERS):  # one at a time, so each takes its own thread
+            build_pool().submit(hold)
             assert started.acquire(timeout=WAIT)
         yield
     finally:

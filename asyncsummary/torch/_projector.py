@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import WriteError
-from .._storage import is_url
+from .._storage import is_url, makedirs, write_file
 from . import _builders
 
 __all__ = ["RETRIES", "ProjectorState", "embedding_info", "write_embedding"]
@@ -71,7 +71,7 @@ class ProjectorState:
         with self._lock:
             if version <= self._written:
                 return
-            _write(os.path.join(logdir, "projector_config.pbtxt"), text.encode("utf-8"), storage_options)
+            write_file(os.path.join(logdir, "projector_config.pbtxt"), text.encode("utf-8"), storage_options)
             self._written = version
 
     def saw_logdir(self, logdir: str) -> None:
@@ -159,12 +159,12 @@ def _write_files(
     storage_options: dict[str, Any] | None,
 ) -> None:
     if is_url(save_path):
-        _makedirs(save_path, storage_options)
+        makedirs(save_path, storage_options)
     else:
         state.ensure_logdir(logdir)
         _makedirs_below(logdir, save_path)
     for name, data in files:
-        _write(os.path.join(save_path, name), data, storage_options)
+        write_file(os.path.join(save_path, name), data, storage_options)
     state.write_if_newer(logdir, version, config_text, storage_options)
 
 
@@ -211,24 +211,3 @@ def _sprite_png(label_img: Any) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.uint8((square * 255).clip(0, 255))).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _makedirs(path: str, storage_options: dict[str, Any] | None) -> None:
-    if is_url(path):
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(path, **(storage_options or {}))
-        fs.makedirs(root, exist_ok=True)
-    else:
-        os.makedirs(path, exist_ok=True)
-
-
-def _write(path: str, data: bytes, storage_options: dict[str, Any] | None) -> None:
-    if is_url(path):
-        import fsspec
-
-        with fsspec.open(path, "wb", **(storage_options or {})) as f:
-            f.write(data)
-    else:
-        with open(path, "wb") as f:
-            f.write(data)

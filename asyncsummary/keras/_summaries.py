@@ -1,0 +1,216 @@
+"""TF2 summaries as ``tf.summary`` writes them, built from NumPy arrays without TensorFlow.
+
+Keras's ``TensorBoard`` callback logs through TensorFlow 2's summary ops, whose values
+are tensors tagged with a plugin (``scalars``, ``histograms``, ``images``,
+``graph_keras_model``), not TF1's ``simple_value``/``histo``/``image`` fields. These
+builders make the same ``Summary`` bytes, so TensorBoard (and its loaders) show our
+runs exactly as Keras's:
+
+* a scalar: ``float32`` tensor of shape ``[]`` (its 4 bytes in ``tensor_content``);
+* a histogram: ``float64`` tensor ``[30, 3]`` of (left edge, right edge, count), binned
+  as ``tf.summary.histogram`` bins (:func:`histogram_buckets`);
+* an image: string tensor ``[width, height, png...]``, at most 3 images, floats turned
+  into bytes as ``tf.image.convert_image_dtype(saturate=True)`` does;
+* the Keras model: its JSON in a string tensor ``[1]``.
+
+Scalars are built on the caller's side for every batch, so their bytes are a cached
+per-tag head plus the packed float; the rest run on a worker (:mod:`._callback`).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+
+from .. import _event
+
+__all__ = [
+    "BUCKET_COUNT",
+    "MAX_IMAGES",
+    "histogram_buckets",
+    "histogram_summary",
+    "image_summary",
+    "model_summary",
+    "scalar_summary",
+    "weight_image",
+]
+
+#: ``tf.summary.histogram``'s default bucket count.
+BUCKET_COUNT = 30
+#: ``tf.summary.image``'s default ``max_outputs``.
+MAX_IMAGES = 3
+
+_DT_FLOAT = 1
+_DT_DOUBLE = 2
+_DT_STRING = 7
+
+
+def _plugin_metadata(plugin_name: str, content: bytes = b"") -> bytes:
+    """``SummaryMetadata(plugin_data=PluginData(plugin_name, content))`` serialized.
+
+    What each plugin's ``create_summary_metadata()`` gives with no display name and no
+    description (their content protos are empty at version 0, so ``content`` is too).
+    """
+    name = plugin_name.encode()
+    plugin_data = b"\x0a" + _event.varint(len(name)) + name
+    if content:
+        plugin_data += b"\x12" + _event.varint(len(content)) + content
+    return b"\x0a" + _event.varint(len(plugin_data)) + plugin_data
+
+
+_SCALARS = _plugin_metadata("scalars")
+_HISTOGRAMS = _plugin_metadata("histograms")
+_IMAGES = _plugin_metadata("images")
+_KERAS_MODEL = _plugin_metadata("graph_keras_model", b"1")
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _event.varint(number << 3 | 2) + _event.varint(len(data)) + data
+
+
+def _tensor(
+    dtype: int, shape: tuple[int, ...], content: bytes = b"", strings: tuple[bytes, ...] = ()
+) -> bytes:
+    """``TensorProto(dtype, tensor_shape, tensor_content | string_val)`` serialized."""
+    dims = b"".join(_field(2, b"\x08" + _event.varint(size)) for size in shape)
+    out = b"\x08" + _event.varint(dtype) + _field(2, dims)
+    if content:
+        out += _field(4, content)
+    return out + b"".join(_field(8, s) for s in strings)
+
+
+def _summary(tag: str, metadata: bytes, tensor: bytes) -> bytes:
+    """``Summary(value=[Value(tag, tensor, metadata)])`` serialized."""
+    value = _field(1, tag.encode("utf-8")) + _field(8, tensor) + _field(9, metadata)
+    return _field(1, value)
+
+
+_SCALAR_TENSOR_HEAD = b"\x08" + _event.varint(_DT_FLOAT) + b"\x12\x00\x22\x04"
+_SCALAR_CACHE_LIMIT = 4096
+_scalar_heads: dict[str, bytes] = {}
+_pack_float = struct.Struct("<f").pack
+
+
+def scalar_summary(tag: str, value: float) -> bytes:
+    """``tf.summary.scalar(tag, value)``'s summary bytes (``value`` as float32)."""
+    head = _scalar_heads.get(tag)
+    if head is None:
+        # tag, metadata, then the tensor last, so its 4 value bytes end the summary.
+        tag_bytes = tag.encode("utf-8")
+        value_bytes = (
+            _field(1, tag_bytes)
+            + _field(9, _SCALARS)
+            + b"\x42"
+            + _event.varint(len(_SCALAR_TENSOR_HEAD) + 4)
+            + _SCALAR_TENSOR_HEAD
+        )
+        head = b"\x0a" + _event.varint(len(value_bytes) + 4) + value_bytes
+        if len(_scalar_heads) < _SCALAR_CACHE_LIMIT:
+            _scalar_heads[tag] = head
+    try:
+        return head + _pack_float(value)
+    except OverflowError:  # beyond float32: an infinity, as TensorFlow's cast gives
+        return head + _pack_float(float(np.float32(value)))
+
+
+def model_summary(model_json: str) -> bytes:
+    """Keras's ``keras_model_summary("keras", model)``: the model's JSON, for the graph plugin."""
+    return _summary(
+        "keras", _KERAS_MODEL, _tensor(_DT_STRING, (1,), strings=(model_json.encode("utf-8"),))
+    )
+
+
+def histogram_buckets(values: np.ndarray, bucket_count: int = BUCKET_COUNT) -> np.ndarray:
+    """``tf.summary.histogram``'s ``[bucket_count, 3]`` float64 buckets, in NumPy.
+
+    The same arithmetic as TensorBoard's TF op (``summary_v2._buckets``): float64
+    values; width ``(max - min) / count``; bucket ``floor((v - min) / width)``,
+    the last one closed; edges ``min + i * width`` with the last edge ``max`` itself;
+    one value repeated: every edge that value and every count in the last bucket.
+    Counts come from ``np.bincount`` (one thread: no BLAS, no thread pool to wake).
+    """
+    data = np.asarray(values, dtype=np.float64).reshape(-1)
+    if data.size == 0:
+        return np.zeros((bucket_count, 3), dtype=np.float64)
+    low = data.min()
+    high = data.max()
+    width_all = high - low
+    if width_all == 0:
+        counts = np.zeros(bucket_count, dtype=np.float64)
+        counts[-1] = data.size
+        edges = np.full(bucket_count, high, dtype=np.float64)
+        return np.stack([edges, edges, counts], axis=1)
+    width = width_all / bucket_count
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.floor((data - low) / width)
+    # NaN or infinite values (a diverged model) land in the last bucket, not in an error.
+    scaled = np.nan_to_num(scaled, nan=bucket_count - 1, posinf=bucket_count - 1, neginf=0)
+    indices = np.minimum(scaled.astype(np.int64), bucket_count - 1)
+    counts = np.bincount(indices, minlength=bucket_count).astype(np.float64)
+    edges = low + np.arange(bucket_count + 1, dtype=np.float64) * width
+    edges[-1] = high
+    return np.stack([edges[:-1], edges[1:], counts], axis=1)
+
+
+def histogram_summary(tag: str, values: np.ndarray) -> bytes:
+    """``tf.summary.histogram(tag, values)``'s summary bytes."""
+    buckets = histogram_buckets(values)
+    tensor = _tensor(_DT_DOUBLE, buckets.shape, content=buckets.astype("<f8").tobytes())
+    return _summary(tag, _HISTOGRAMS, tensor)
+
+
+def weight_image(weight: np.ndarray, channels_last: bool) -> np.ndarray | None:
+    """A weight as Keras's callback shows it: ``[n, h, w, 1]``, or None (no image).
+
+    Keras's ``_log_weight_as_image``: squeeze; a vector is one 1-pixel-wide column;
+    a matrix is put wide side across; a 3-D kernel is one image per channel (channels
+    first); anything else, or a last axis not of 1, 3 or 4, has no image.
+    """
+    image = np.squeeze(weight)
+    shape = image.shape
+    if len(shape) == 1:
+        image = image.reshape(1, shape[0], 1, 1)
+    elif len(shape) == 2:
+        if shape[0] > shape[1]:
+            image = image.T
+        image = image.reshape(1, image.shape[0], image.shape[1], 1)
+    elif len(shape) == 3:
+        if channels_last:
+            image = np.transpose(image, (2, 0, 1))
+        image = image.reshape(image.shape[0], image.shape[1], image.shape[2], 1)
+    if image.ndim == 4 and image.shape[-1] in (1, 3, 4):
+        return image
+    return None
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+    """``tf.image.convert_image_dtype(images, tf.uint8, saturate=True)``."""
+    if images.dtype == np.uint8:
+        return images
+    if np.issubdtype(images.dtype, np.floating):
+        # float32 product, clipped, truncated toward zero: TF's scale-then-saturate_cast.
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = np.nan_to_num(images.astype(np.float32) * np.float32(255.5), nan=0.0)
+        return np.clip(scaled, 0, 255).astype(np.uint8)
+    raise TypeError(f"images must be floating point or uint8, not {images.dtype}")
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    pixels = image[:, :, 0] if image.shape[-1] == 1 else image  # L, RGB or RGBA
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_summary(tag: str, images: np.ndarray) -> bytes:
+    """``tf.summary.image(tag, images)`` (``[n, h, w, c]``, first :data:`MAX_IMAGES`)."""
+    pixels = _to_uint8(np.asarray(images)[:MAX_IMAGES])
+    height, width = pixels.shape[1], pixels.shape[2]
+    pngs = tuple(_png(image) for image in pixels)
+    strings = (str(width).encode(), str(height).encode(), *pngs)
+    return _summary(tag, _IMAGES, _tensor(_DT_STRING, (len(strings),), strings=strings))
