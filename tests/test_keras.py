@@ -380,3 +380,29 @@ def test_torch_backend_logs_what_keras_logs_without_tensorflow(tmp_path):
     train = runs["train"]["tensors"]
     assert [s for s, _ in train["batch_loss"][2]] == list(range(1, EPOCHS * 5 + 1))
     assert "sequential/conv1d/kernel/image" in train
+
+
+def test_a_value_that_is_not_a_number_is_a_clear_error_and_later_batches_still_land(tmp_path):
+    callback = TensorBoard(str(tmp_path), update_freq=1)
+    callback.on_train_begin()
+    for batch, loss in enumerate((1.0, "oops", 3.0)):
+        callback.on_train_batch_begin(batch)
+        if isinstance(loss, str):
+            with pytest.raises(
+                TypeError, match="batch_loss: a scalar must be a real number, not str"
+            ):
+                callback.on_train_batch_end(batch, {"loss": loss})
+        else:
+            callback.on_train_batch_end(batch, {"loss": loss})
+    callback.on_train_end()
+    steps = [e.step for e in tb_run_events(str(tmp_path / "train")) if e.summary.value]
+    assert steps == [1, 3]
+
+
+def test_weights_that_diverged_still_get_a_histogram():
+    """NaN and infinite weights (a diverged model) are binned, never an error."""
+    from asyncsummary.keras import _summaries
+
+    for values in (np.array([np.nan, 1.0, 2.0]), np.array([-np.inf, 0.0, np.inf]), np.array([])):
+        buckets = _summaries.histogram_buckets(values)
+        assert buckets.shape == (30, 3) and buckets[:, 2].sum() == values.size

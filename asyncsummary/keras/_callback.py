@@ -50,8 +50,8 @@ _logger = logging.getLogger(__name__)
 
 #: Host copies of one weight (tag, array), taken on the training thread.
 _Snapshot = list[tuple[str, np.ndarray]]
-#: One scalar event of a batch: (summary bytes, step, wall time).
-_Event = tuple[bytes, int, float]
+#: A batch's event: (summary bytes, empty if nothing is logged; wall time).
+_Event = tuple[bytes, float]
 
 
 class TensorBoard(keras.callbacks.Callback):
@@ -115,6 +115,7 @@ class TensorBoard(keras.callbacks.Callback):
         self.async_safe = not self.write_steps_per_second
         self._writers: dict[str, AsyncSummaryWriter] = {}
         self._writers_lock = threading.Lock()
+        self._train_writer: AsyncSummaryWriter | None = None
         self._global_train_batch = 0
         self._batch_start_time = 0.0
         self._epoch_start_time = 0.0
@@ -124,7 +125,8 @@ class TensorBoard(keras.callbacks.Callback):
         # Batch ends run on Keras's thread pool, maybe out of order: their events wait
         # here until every earlier step's are written.
         self._order_lock = threading.Lock()
-        self._ready: dict[int, list[_Event]] = {}
+        self._ready: dict[int, _Event] = {}
+        self._batch_tags: dict[str, str] = {}  # log name -> "batch_<name>"
         self._next_step = 1
 
     # ------------------------------------------------------------------ writers
@@ -142,9 +144,12 @@ class TensorBoard(keras.callbacks.Callback):
                 self._writers[run] = writer
             elif writer.closed:  # a later fit() or evaluate(): a new file, as Keras makes
                 writer.reopen()
+            if run == "train":  # the batches' shortcut, until the writers close
+                self._train_writer = writer
             return writer
 
     def _close_writers(self) -> None:
+        self._train_writer = None
         errors = []
         for writer in self._writers.values():
             try:
@@ -219,58 +224,58 @@ class TensorBoard(keras.callbacks.Callback):
             self._batch_start_time = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        """Runs on Keras's callback threads (``async_safe``), maybe two at once."""
+        """Runs on Keras's callback threads (``async_safe``), maybe two at once.
+
+        One event per batch, holding every value (Keras writes an event per value; a
+        reader sees the same tags, steps and values), built from cached per-tag heads.
+        """
         step = self._batch_steps.pop(batch, None)
         if step is None:  # called without its begin (not by fit): Keras's counter, as is
             step = self._global_train_batch
-        events: list[_Event] = []
+        summary = b""
         try:
-            if self._records(step):
-                now = time.time()
+            if self._every and step % self._every == 0:
+                parts = []
                 if self.write_steps_per_second:
                     elapsed = max(time.perf_counter() - self._batch_start_time, 1e-9)
-                    events.append(
-                        (
-                            _summaries.scalar_summary("batch_steps_per_second", 1.0 / elapsed),
-                            step,
-                            now,
-                        )
-                    )
+                    parts.append(_summaries.scalar_summary("batch_steps_per_second", 1.0 / elapsed))
                 if isinstance(logs, dict):  # `logs` isn't necessarily a dict (Keras's words)
+                    tags = self._batch_tags
                     for name, value in logs.items():
-                        events.append(
-                            (_summaries.scalar_summary(f"batch_{name}", value), step, now)
-                        )
+                        tag = tags.get(name)
+                        if tag is None:
+                            tag = tags[name] = f"batch_{name}"
+                        parts.append(_summaries.scalar_summary(tag, value))
+                summary = b"".join(parts)
         finally:
-            self._in_step_order(step, events)
+            self._in_step_order(step, (summary, time.time()))
 
-    def _records(self, step: int) -> bool:
-        """Keras's ``record_if``: every ``update_freq``-th step, never for "epoch"."""
-        return self._every > 0 and step % self._every == 0
-
-    def _in_step_order(self, step: int, events: list[_Event]) -> None:
-        """Write ``step``'s events after every earlier step's (see ``_ready``)."""
+    def _in_step_order(self, step: int, event: _Event) -> None:
+        """Write ``step``'s event after every earlier step's (see ``_ready``)."""
         with self._order_lock:
-            if step < self._next_step:  # a call outside fit's begin/end pairs
-                self._add_all(events)
-                return
-            self._ready[step] = events
-            while self._next_step in self._ready:
-                self._add_all(self._ready.pop(self._next_step))
+            if step == self._next_step:  # the usual case: in order
+                self._add(step, event)
                 self._next_step += 1
+                ready = self._ready
+                while ready and self._next_step in ready:
+                    self._add(self._next_step, ready.pop(self._next_step))
+                    self._next_step += 1
+            elif step < self._next_step:  # a call outside fit's begin/end pairs
+                self._add(step, event)
+            else:
+                self._ready[step] = event
 
     def _write_ready(self) -> None:
         """At the end of training: whatever still waits for a step that never ended."""
         with self._order_lock:
             for step in sorted(self._ready):
-                self._add_all(self._ready.pop(step))
+                self._add(step, self._ready.pop(step))
 
-    def _add_all(self, events: list[_Event]) -> None:
-        if not events:
-            return
-        writer = self._writer("train")
-        for data, step, wall_time in events:
-            writer.add_summary(data, step, wall_time)
+    def _add(self, step: int, event: _Event) -> None:
+        summary, wall_time = event
+        if summary:
+            writer = self._train_writer or self._writer("train")
+            writer.add_summary(summary, step, wall_time)
 
     # ------------------------------------------------------------------ test
     def on_test_end(self, logs: Any = None) -> None:

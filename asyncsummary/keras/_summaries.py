@@ -20,6 +20,7 @@ per-tag head plus the packed float; the rest run on a worker (:mod:`._callback`)
 from __future__ import annotations
 
 import io
+import math
 import struct
 
 import numpy as np
@@ -113,7 +114,9 @@ def scalar_summary(tag: str, value: float) -> bytes:
     try:
         return head + _pack_float(value)
     except OverflowError:  # beyond float32: an infinity, as TensorFlow's cast gives
-        return head + _pack_float(float(np.float32(value)))
+        return head + _pack_float(math.copysign(math.inf, value))
+    except struct.error:
+        raise TypeError(f"{tag}: a scalar must be a real number, not {type(value).__name__}") from None
 
 
 def model_summary(model_json: str) -> bytes:
