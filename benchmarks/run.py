@@ -4,7 +4,8 @@ Runs, in this order: writer caller cost and throughput (:mod:`.writer_cost`), ho
 overhead (:mod:`.hook_overhead`), slow storage (:mod:`.slow_storage`, FUSE included
 where it can be mounted), memory under a stalled sink (:mod:`.memory`), then the
 benchmarks other modules add when present (:data:`EXTRA`: remote upload, torch-style
-writer, Python-bound trainer loop, Lightning and Hugging Face step time), each through its ``main(argv)``. A present module that fails fails the run.
+writer, Python-bound trainer loop, Lightning and Hugging Face step time, Keras batch
+time), each through its ``main(argv)``. A present module that fails fails the run.
 
 Writes into ``--out`` (default ``benchmarks/results/``):
 
@@ -40,6 +41,7 @@ EXTRA = {
     "torch_writer": "benchmarks.torch_writer",
     "trainer_loop": "benchmarks.trainer_loop",
     "frameworks": "benchmarks.frameworks",
+    "keras_callback": "benchmarks.keras_callback",
 }
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

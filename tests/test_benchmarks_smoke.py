@@ -121,7 +121,7 @@ def test_memory_bound_holds(quick_run: tuple[dict[str, Any], str]) -> None:
 
 def test_extra_benchmarks_ran(quick_run: tuple[dict[str, Any], str]) -> None:
     results, _ = quick_run
-    for name in ("remote_upload", "torch_writer", "frameworks"):
+    for name in ("remote_upload", "torch_writer", "frameworks", "keras_callback"):
         present = importlib.util.find_spec(f"benchmarks.{name}") is not None
         assert (name in results) == present, name
         if present:
@@ -174,6 +174,23 @@ def test_frameworks(quick_run: tuple[dict[str, Any], str]) -> None:
                 _assert_finite(v, ("step_us_p50", "step_us_mean", "step_us_p99", "vs_stock", "n"), f"{storage} / {framework} / {name}")
                 assert v["n"] > 0
             assert found["variants"]["stock"]["vs_stock"] == 1.0
+
+
+def test_keras_callback(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    part = results["keras_callback"]
+    for storage in ("local disk", "5 ms per write (FUSE)"):
+        assert set(part[storage]) == {"update_freq=1", "update_freq=1, histogram_freq=1", 'update_freq="epoch"'}
+        for setting, found in part[storage].items():
+            if "not run" in found:  # FUSE is optional: where it is missing, the reason is given
+                assert storage != "local disk" and isinstance(found["not run"], str) and found["not run"]
+                continue
+            assert set(found["variants"]) == {"no callback", "keras", "asyncsummary"}
+            for name, v in found["variants"].items():
+                keys = ("batch_us_p50", "batch_us_mean", "batch_us_p99", "vs_none", "p99_vs_none", "n")
+                _assert_finite(v, keys, f"{storage} / {setting} / {name}")
+                assert v["n"] > 0
+            assert found["variants"]["no callback"]["vs_none"] == 1.0
 
 
 def test_plots_written(quick_run: tuple[dict[str, Any], str]) -> None:

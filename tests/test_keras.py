@@ -406,3 +406,22 @@ def test_weights_that_diverged_still_get_a_histogram():
     for values in (np.array([np.nan, 1.0, 2.0]), np.array([-np.inf, 0.0, np.inf]), np.array([])):
         buckets = _summaries.histogram_buckets(values)
         assert buckets.shape == (30, 3) and buckets[:, 2].sum() == values.size
+
+
+def test_the_readme_section_shows_what_this_module_runs():
+    """The README's Keras line (the callback call a user copies) appears verbatim here."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = re.search(
+        r"^## Keras \(`asyncsummary.keras.TensorBoard`\)\n(.*?)(?=^## )", readme, re.M | re.S
+    )
+    assert section, "README has no Keras section"
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section.group(1), re.S))
+    calls = re.findall(r"\bTensorBoard\([^()]*\)", code)
+    assert calls and "from asyncsummary.keras import TensorBoard" in code
+    source = Path(__file__).read_text()
+    assert all(call in source for call in calls), calls
+    assert "`tests/test_keras.py`" in section.group(1)

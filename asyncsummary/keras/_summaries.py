@@ -147,13 +147,14 @@ def histogram_buckets(values: np.ndarray, bucket_count: int = BUCKET_COUNT) -> n
         edges = np.full(bucket_count, high, dtype=np.float64)
         return np.stack([edges, edges, counts], axis=1)
     width = width_all / bucket_count
+    # NaN or infinite values (a diverged model) give NaN edges and land in the last
+    # bucket: a histogram that shows it, never an error or a warning.
     with np.errstate(invalid="ignore", over="ignore"):
         scaled = np.floor((data - low) / width)
-    # NaN or infinite values (a diverged model) land in the last bucket, not in an error.
+        edges = low + np.arange(bucket_count + 1, dtype=np.float64) * width
     scaled = np.nan_to_num(scaled, nan=bucket_count - 1, posinf=bucket_count - 1, neginf=0)
     indices = np.minimum(scaled.astype(np.int64), bucket_count - 1)
     counts = np.bincount(indices, minlength=bucket_count).astype(np.float64)
-    edges = low + np.arange(bucket_count + 1, dtype=np.float64) * width
     edges[-1] = high
     return np.stack([edges[:-1], edges[1:], counts], axis=1)
 
