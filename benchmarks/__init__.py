@@ -19,12 +19,16 @@ import json
 import math
 import os
 import shutil
+import statistics
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = [
+    "STORAGES",
     "command_line",
+    "interleaved_runs",
+    "on_each_storage",
     "image_summary_bytes",
     "jsonable",
     "percentile",
@@ -74,7 +78,14 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
     """p50, p99, mean, min, max and count of ``samples`` (their unit is the caller's)."""
     values = sorted(samples)
     if not values:
-        return {"n": 0, "p50": math.nan, "p99": math.nan, "mean": math.nan, "min": math.nan, "max": math.nan}
+        return {
+            "n": 0,
+            "p50": math.nan,
+            "p99": math.nan,
+            "mean": math.nan,
+            "min": math.nan,
+            "max": math.nan,
+        }
     return {
         "n": len(values),
         "p50": percentile(values, 50),
@@ -100,7 +111,9 @@ def image_summary_bytes(tag: str, size: int) -> bytes:
     """
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    image = Summary.Image(height=512, width=512, colorspace=4, encoded_image_string=os.urandom(size))
+    image = Summary.Image(
+        height=512, width=512, colorspace=4, encoded_image_string=os.urandom(size)
+    )
     return Summary(value=[Summary.Value(tag=tag, image=image)]).SerializeToString()  # type: ignore[no-any-return]
 
 
@@ -130,3 +143,65 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return value
+
+
+#: The two storages of the training-loop benchmarks: the local disk, and a FUSE file
+#: system whose every write sleeps 5 ms (:mod:`benchmarks.fuse_slowfs`).
+STORAGES = ("local disk", "5 ms per write (FUSE)")
+_FUSE_DELAY = 0.005
+
+
+def interleaved_runs(
+    variants: Sequence[str],
+    rounds: int,
+    warmup: int,
+    run_one: Callable[[str, str], list[float]],
+    prefix: str,
+    parent: str | None,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Run every variant once per round, in an order that rotates each round.
+
+    ``run_one(variant, logdir)`` trains in a fresh folder (under ``parent``) and returns
+    its step intervals in seconds. The first ``warmup`` rounds (imports, first writers)
+    are not counted. Returns (every counted interval, each counted run's median), per
+    variant: a round's runs are close in time, so ratios are best taken within a round.
+    """
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    medians: dict[str, list[float]] = {v: [] for v in variants}
+    count = len(variants)
+    for round_index in range(rounds + warmup):
+        shift = round_index % count
+        for variant in [*variants[shift:], *variants[:shift]]:
+            with temp_logdir(prefix, parent) as logdir:
+                intervals = run_one(variant, logdir)
+            if round_index >= warmup:
+                samples[variant].extend(intervals)
+                medians[variant].append(statistics.median(intervals))
+    return samples, medians
+
+
+def on_each_storage(
+    settings: Sequence[str], compare: Callable[[str, str | None], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``compare(setting, parent folder)`` for every setting on each of :data:`STORAGES`.
+
+    ``parent`` is None for the local disk (the system's temporary folder), else the
+    mount point of a FUSE file system mounted for that setting. Where FUSE cannot be
+    mounted, each of its settings says ``{"not run": why}``.
+    """
+    from . import fuse_slowfs
+
+    result: dict[str, dict[str, Any]] = {storage: {} for storage in STORAGES}
+    for setting in settings:
+        result[STORAGES[0]][setting] = compare(setting, None)
+    reason = fuse_slowfs.unavailable()
+    for setting in settings:
+        if reason is not None:
+            result[STORAGES[1]][setting] = {"not run": reason}
+            continue
+        try:
+            with fuse_slowfs.mounted(_FUSE_DELAY) as mountpoint:
+                result[STORAGES[1]][setting] = compare(setting, mountpoint)
+        except RuntimeError as exc:  # the mount failed: say so
+            result[STORAGES[1]][setting] = {"not run": str(exc)}
+    return result

@@ -33,13 +33,22 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import command_line, quiet_tensorflow, ratio, summarize, temp_logdir, tiny_models
+from . import (
+    STORAGES,
+    command_line,
+    interleaved_runs,
+    on_each_storage,
+    quiet_tensorflow,
+    ratio,
+    summarize,
+    temp_logdir,
+    tiny_models,
+)
 
 __all__ = ["FRAMEWORKS", "VARIANTS", "main", "run"]
 
 FRAMEWORKS = ("lightning", "huggingface")
 VARIANTS = ("no logger", "stock", "asyncsummary")
-DELAY = 0.005
 TARGETS = {"lightning": 0.15, "huggingface": 0.32}  # asyncsummary / stock on 5 ms storage
 
 # (steps per run, rounds counted) for (quick, full); a full run has one warm-up round more.
@@ -114,19 +123,15 @@ _RUNS: dict[str, Callable[[str, str, int], list[float]]] = {
 # ------------------------------------------------------------------------ driver
 def _compare(framework: str, parent: str | None, quick: bool) -> dict[str, Any]:
     steps, rounds = _SIZES[framework][0 if quick else 1]
-    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    medians: dict[str, list[float]] = {v: [] for v in VARIANTS}
+
+    def run_one(variant: str, logdir: str) -> list[float]:
+        return _RUNS[framework](variant, logdir, steps)[_SKIP:]
+
     # Round 0 warms up (imports, first writers) and is not counted; a quick run (a smoke
     # run, its numbers mean little) skips it.
-    warmup = 0 if quick else 1
-    for round_index in range(rounds + warmup):
-        order = VARIANTS[round_index % 3 :] + VARIANTS[: round_index % 3]
-        for variant in order:
-            with temp_logdir("asb-fw-", parent) as logdir:
-                intervals = _RUNS[framework](variant, logdir, steps)[_SKIP:]
-            if round_index >= warmup:
-                samples[variant].extend(intervals)
-                medians[variant].append(statistics.median(intervals))
+    samples, medians = interleaved_runs(
+        VARIANTS, rounds, 0 if quick else 1, run_one, "asb-fw-", parent
+    )
     variants: dict[str, Any] = {}
     for variant in VARIANTS:
         stats = summarize([s * 1e6 for s in samples[variant]])
@@ -149,28 +154,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     quiet_tensorflow()
     import torch
 
-    from . import fuse_slowfs
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    result: dict[str, Any] = {"local disk": {}, "5 ms per write (FUSE)": {}, "targets": TARGETS}
     try:
-        for framework in FRAMEWORKS:
-            result["local disk"][framework] = _compare(framework, None, quick)
-        reason = fuse_slowfs.unavailable()
-        for framework in FRAMEWORKS:
-            if reason is not None:
-                result["5 ms per write (FUSE)"][framework] = {"not run": reason}
-                continue
-            try:
-                with fuse_slowfs.mounted(DELAY) as mountpoint:
-                    result["5 ms per write (FUSE)"][framework] = _compare(
-                        framework, mountpoint, quick
-                    )
-            except RuntimeError as exc:  # the mount failed: say so
-                result["5 ms per write (FUSE)"][framework] = {"not run": str(exc)}
+        result: dict[str, Any] = on_each_storage(
+            FRAMEWORKS, lambda framework, parent: _compare(framework, parent, quick)
+        )
     finally:
         torch.set_num_threads(threads)
+    result["targets"] = TARGETS
     return result
 
 
@@ -179,7 +171,7 @@ def table(result: dict[str, Any]) -> list[str]:
         "framework step time (p50: median of runs' medians; mean, p99: of all steps;"
         " vs stock: median over rounds of run median / stock's run median)"
     ]
-    for storage in ("local disk", "5 ms per write (FUSE)"):
+    for storage in STORAGES:
         for framework, part in result[storage].items():
             if "not run" in part:
                 lines.append(f"  {framework}, {storage}: not run: {part['not run']}")

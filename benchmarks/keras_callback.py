@@ -32,7 +32,16 @@ import sys
 import time
 from typing import Any
 
-from . import command_line, quiet_tensorflow, ratio, summarize, temp_logdir, tiny_models
+from . import (
+    STORAGES,
+    command_line,
+    interleaved_runs,
+    on_each_storage,
+    quiet_tensorflow,
+    ratio,
+    summarize,
+    tiny_models,
+)
 
 __all__ = ["SETTINGS", "VARIANTS", "main", "run"]
 
@@ -46,7 +55,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
     },
     'update_freq="epoch"': {"update_freq": "epoch"},
 }
-DELAY = 0.005
 TARGET = 1.15  # asyncsummary / no callback, update_freq=1, both storages
 BATCH = 32
 
@@ -79,17 +87,15 @@ def _fit(variant: str, options: dict[str, Any], logdir: str, batches: int) -> li
 
 def _compare(options: dict[str, Any], parent: str | None, quick: bool) -> dict[str, Any]:
     batches, rounds = _SIZES[0 if quick else 1]
-    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    medians: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    warmup = 0 if quick else 1  # a quick run is a smoke run: its numbers mean little
-    for round_index in range(rounds + warmup):
-        order = VARIANTS[round_index % 3 :] + VARIANTS[: round_index % 3]
-        for variant in order:
-            with temp_logdir("asb-keras-", parent) as logdir:
-                intervals = _fit(variant, options, logdir, batches)[_SKIP:]
-            if round_index >= warmup:
-                samples[variant].extend(intervals)
-                medians[variant].append(statistics.median(intervals))
+
+    def run_one(variant: str, logdir: str) -> list[float]:
+        return _fit(variant, options, logdir, batches)[_SKIP:]
+
+    # A quick run is a smoke run (its numbers mean little): no warm-up round.
+    samples, medians = interleaved_runs(
+        VARIANTS, rounds, 0 if quick else 1, run_one, "asb-keras-", parent
+    )
+    floor_p99 = summarize(samples["no callback"])["p99"] * 1e6
     variants: dict[str, Any] = {}
     for variant in VARIANTS:
         stats = summarize([s * 1e6 for s in samples[variant]])
@@ -104,7 +110,7 @@ def _compare(options: dict[str, Any], parent: str | None, quick: bool) -> dict[s
             "n": stats["n"],
             "vs_none": statistics.median(paired),
             "vs_none_per_round": paired,
-            "p99_vs_none": ratio(stats["p99"], summarize(samples["no callback"])["p99"] * 1e6),
+            "p99_vs_none": ratio(stats["p99"], floor_p99),
         }
     return {"batches": batches, "rounds": rounds, "variants": variants}
 
@@ -114,26 +120,15 @@ def run(quick: bool = False) -> dict[str, Any]:
     quiet_tensorflow()
     import tensorflow as tf
 
-    from . import fuse_slowfs
-
     try:  # before TensorFlow's first op; a second run in one process keeps the first's
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
-    result: dict[str, Any] = {"local disk": {}, "5 ms per write (FUSE)": {}, "target": TARGET}
-    for setting, options in SETTINGS.items():
-        result["local disk"][setting] = _compare(options, None, quick)
-    reason = fuse_slowfs.unavailable()
-    for setting, options in SETTINGS.items():
-        if reason is not None:
-            result["5 ms per write (FUSE)"][setting] = {"not run": reason}
-            continue
-        try:
-            with fuse_slowfs.mounted(DELAY) as mountpoint:
-                result["5 ms per write (FUSE)"][setting] = _compare(options, mountpoint, quick)
-        except RuntimeError as exc:  # the mount failed: say so
-            result["5 ms per write (FUSE)"][setting] = {"not run": str(exc)}
+    result: dict[str, Any] = on_each_storage(
+        list(SETTINGS), lambda setting, parent: _compare(SETTINGS[setting], parent, quick)
+    )
+    result["target"] = TARGET
     return result
 
 
@@ -142,7 +137,7 @@ def table(result: dict[str, Any]) -> list[str]:
         "Keras batch time (p50: median of runs' medians; mean, p99: of all batches;"
         " vs none: median over rounds of run median / no-callback run median)"
     ]
-    for storage in ("local disk", "5 ms per write (FUSE)"):
+    for storage in STORAGES:
         for setting, part in result[storage].items():
             if "not run" in part:
                 lines.append(f"  {setting}, {storage}: not run: {part['not run']}")
