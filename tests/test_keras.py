@@ -425,3 +425,24 @@ def test_the_readme_section_shows_what_this_module_runs():
     source = Path(__file__).read_text()
     assert all(call in source for call in calls), calls
     assert "`tests/test_keras.py`" in section.group(1)
+
+
+def test_an_evaluate_without_fit_is_written_at_exit(tmp_path):
+    """evaluate() leaves the writers open (as Keras's): the process's exit writes them."""
+    code = """
+        import sys
+        from asyncsummary.keras import TensorBoard
+        from benchmarks.tiny_models import keras_data, keras_model
+        x, y = keras_data()
+        model = keras_model()
+        model.evaluate(x, y, batch_size=16, verbose=0, callbacks=[TensorBoard(sys.argv[1])])
+    """
+    run(code, str(tmp_path), timeout=2 * DEADLINE)
+    train = {v.tag for e in tb_run_events(str(tmp_path / "train")) for v in e.summary.value}
+    assert train == {"keras"}  # the model's config, written by set_model
+    validation = [
+        (e.step, v.tag)
+        for e in tb_run_events(str(tmp_path / "validation"))
+        for v in e.summary.value
+    ]
+    assert validation == [(0, "evaluation_loss_vs_iterations"), (0, "evaluation_mae_vs_iterations")]
