@@ -446,3 +446,16 @@ def test_an_evaluate_without_fit_is_written_at_exit(tmp_path):
         for v in e.summary.value
     ]
     assert validation == [(0, "evaluation_loss_vs_iterations"), (0, "evaluation_mae_vs_iterations")]
+
+
+def test_a_remote_log_dir_gets_the_same_runs(tmp_path):
+    """An fsspec URL as log_dir (memory://, as s3:// or gs://): the same runs, uploaded."""
+    from asyncsummary.remote import download
+
+    url = f"memory://keras-{os.getpid()}-{id(tmp_path)}/logs"
+    _fit(TensorBoard(url, update_freq=1, histogram_freq=1, write_images=True))
+    ours = tmp_path / "ours"
+    for name in ("train", "validation"):
+        assert download(f"{url}/{name}", ours / name)
+    stock = _keras_run(tmp_path, update_freq=1, histogram_freq=1, write_images=True)
+    _assert_like_keras(str(ours), stock)
