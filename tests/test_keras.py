@@ -327,9 +327,9 @@ def test_profile_batch_zero_forms_are_accepted(tmp_path):
         TensorBoard(str(tmp_path), profile_batch=value)
 
 
-_TORCH_FIT = """
+_BACKEND_FIT = """
     import importlib.abc, importlib.machinery, os, sys, threading
-    os.environ["KERAS_BACKEND"] = "torch"
+    os.environ["KERAS_BACKEND"] = sys.argv[3]
 
     class NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         # TensorFlow's spec is found (torch looks for it); importing it fails.
@@ -346,7 +346,7 @@ _TORCH_FIT = """
     import keras
     from asyncsummary.keras import TensorBoard
     from benchmarks.tiny_models import keras_data, keras_model
-    assert keras.backend.backend() == "torch"
+    assert keras.backend.backend() == sys.argv[3]
     threads = set()
 
     class Recording(TensorBoard):
@@ -366,16 +366,16 @@ _TORCH_FIT = """
 """
 
 
-@pytest.mark.torch
-def test_torch_backend_logs_what_keras_logs_without_tensorflow(tmp_path):
-    """Keras 3 on torch: ours in a process where TensorFlow cannot be imported, Keras's
-    (which needs it) in another; the runs must be equal. On torch, Keras hands the
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.torch), "jax"])
+def test_other_backends_log_what_keras_logs_without_tensorflow(tmp_path, backend):
+    """Keras 3 on torch and JAX: ours in a process where TensorFlow cannot be imported,
+    Keras's (which needs it) in another; the runs must be equal. There Keras hands the
     batch ends of an async_safe callback to its threads: they come back in step order."""
     ours, stock = str(tmp_path / "ours"), str(tmp_path / "keras")
-    result = run(_TORCH_FIT, ours, "ours", timeout=3 * DEADLINE)
+    result = run(_BACKEND_FIT, ours, "ours", backend, timeout=3 * DEADLINE)
     assert "tensorflow imported: False" in result.stdout
     assert "batch ends on the training thread: [False]" in result.stdout, result.stdout
-    run(_TORCH_FIT, stock, "keras", timeout=3 * DEADLINE)
+    run(_BACKEND_FIT, stock, "keras", backend, timeout=3 * DEADLINE)
     runs = _assert_like_keras(ours, stock)
     train = runs["train"]["tensors"]
     assert [s for s, _ in train["batch_loss"][2]] == list(range(1, EPOCHS * 5 + 1))
