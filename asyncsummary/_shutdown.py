@@ -76,8 +76,8 @@ def install_shutdown_handlers(
             continue
         with _wake_lock:  # one step for the watcher (see _Wakeup)
             handler = _make_handler(signum, timeout, current)
-            signal.signal(signum, handler)
             _installed[signum] = handler
+            signal.signal(signum, handler)
             _Wakeup.forget_earlier_signals()
         _Wakeup.watch()
 
@@ -148,6 +148,12 @@ def _interrupted_inside_the_library(frame: FrameType | None) -> bool:
 
 def _flush_then_raise(signum: signal.Signals, timeout: float) -> None:
     _flush_bounded(signum, timeout)
+    if hasattr(signal, "pthread_sigmask"):
+        # This thread has the main thread's mask of the moment it was started, which
+        # blocks every signal where the handler ran inside _loop.start_daemon_thread
+        # (the interpreter runs handlers when pthread_sigmask returns): the signal
+        # raised below would stay pending on this thread, and the process live on.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
     signal.raise_signal(signum)  # SIG_DFL ends the process; a Python handler runs on main
 
 
