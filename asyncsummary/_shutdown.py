@@ -69,6 +69,7 @@ def install_shutdown_handlers(
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("install_shutdown_handlers() must be called from the main thread")
+    installed = False
     for signum in signals:
         signum = signal.Signals(signum)
         current = signal.getsignal(signum)
@@ -79,6 +80,8 @@ def install_shutdown_handlers(
             _installed[signum] = handler
             signal.signal(signum, handler)
             _Wakeup.forget_earlier_signals()
+        installed = True
+    if installed:
         _Wakeup.watch()
 
 
@@ -244,7 +247,7 @@ class _Wakeup:
         if cls.current is None:
             try:
                 cls.current = _Wakeup()
-            except RuntimeError:  # no thread can be started (at exit): as before
+            except (OSError, RuntimeError):  # no socket, or no thread (at exit): as before
                 return
         signal.set_wakeup_fd(cls.current.writer.fileno(), warn_on_full_buffer=False)
 
@@ -279,17 +282,23 @@ class _Wakeup:
     @classmethod
     def _wake_main_thread(cls, signum: int, epoch: int) -> None:
         gap = cls._GRACE
-        while True:
+        while cls._unserved(signum, epoch):  # (another Python handler's: nothing to do)
             time.sleep(gap)
             with _wake_lock:
-                handler = _installed.get(signum)  # ours, not started yet
-                if cls.epoch != epoch or handler is None or signal.getsignal(signum) is not handler:
+                main = threading.main_thread().ident
+                if main is None or not cls._unserved(signum, epoch):
                     return
                 try:
-                    signal.pthread_kill(threading.main_thread().ident or 0, signum)
+                    signal.pthread_kill(main, signum)
                 except OSError:  # no main thread any more
                     return
             gap = min(gap * 2, cls._MAX_GAP)
+
+    @classmethod
+    def _unserved(cls, signum: int, epoch: int) -> bool:
+        """Our handler for ``signum`` is in place and has not started, in ``epoch``."""
+        handler = _installed.get(signum)
+        return cls.epoch == epoch and handler is not None and signal.getsignal(signum) is handler
 
     @classmethod
     def after_fork_in_child(cls) -> None:
