@@ -59,8 +59,12 @@ def start_daemon_thread(target: Callable[[], Any], name: str) -> threading.Threa
     if not _BLOCKED_SIGNALS:  # no pthread_sigmask (Windows): nothing to keep off
         thread.start()
         return thread
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_SIGNALS)
+    # The interpreter runs pending signal handlers when pthread_sigmask returns, and
+    # one may raise (KeyboardInterrupt): read the mask first, blocking nothing, so that
+    # the signals are never left blocked on this thread by a raise after blocking them.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_SIGNALS)
         thread.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)

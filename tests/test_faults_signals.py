@@ -370,3 +370,118 @@ def test_library_threads_never_take_a_signal_sent_to_the_process(logdir):
     assert out["masks"]["MainThread"] == []  # the caller's own mask is put back
     assert out["pending"] is True, "a library thread took the signal"
     assert out["taken_by"] == ["MainThread"]
+
+
+# A signal that sets the interpreter's flag but never wakes the main thread, asleep in C.
+# CPython's C handler only sets a flag and writes the wake-up fd; the main thread checks
+# the flag when a system call fails with EINTR. A signal that lands on the main thread
+# just before it blocks (the race that hung a terminated Pool worker, idle in
+# ``sem_wait`` on its task queue's lock) or on another thread leaves it asleep for good.
+# Here a thread of the child's own takes SIGTERM once the main thread sleeps: the same
+# state, every time.
+TAKE_SIGNAL_ELSEWHERE = """
+    import os, signal, threading, time
+
+    def main_thread_asleep():  # its thread id is the pid (also in a child forked by a thread)
+        with open(f"/proc/self/task/{os.getpid()}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "S"
+
+    def take_sigterm_once_main_sleeps():
+        asleep = 0  # sampled with this thread asleep: the main thread has the GIL if it runs
+        while asleep < 10:
+            time.sleep(0.02)
+            asleep = asleep + 1 if main_thread_asleep() else 0
+        print("SIGNALLED", flush=True)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    def block_main_thread(how):
+        threading.Thread(target=take_sigterm_once_main_sleeps, daemon=True).start()
+        if how == "semaphore":  # a Pool worker, idle on its task queue's lock
+            import multiprocessing
+            multiprocessing.Semaphore(0).acquire()
+        else:  # a Pool worker reading its task queue's pipe
+            os.read(os.pipe()[0], 1)
+        os._exit(99)  # never: the signal ends the process
+"""
+
+LOST_WAKEUP_CHILD = TAKE_SIGNAL_ELSEWHERE + f"""
+    import sys
+    from asyncsummary import AsyncSummaryWriter, install_shutdown_handlers
+
+    install_shutdown_handlers(timeout=30)
+    writer = AsyncSummaryWriter(sys.argv[1], flush_secs=3600, batch_bytes=64 << 20)
+    for step in range({ADDED}):
+        writer.add_scalar("x", step, step)
+    block_main_thread(sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("how", ["semaphore", "read"])
+def test_signal_that_never_wakes_the_main_thread_still_flushes_and_ends_it(logdir, how):
+    """The flag is set, the main thread sleeps on: the handler still runs, flushes every
+    event and ends the process by the signal (before the fix it hung until killed)."""
+    with Child(LOST_WAKEUP_CHILD, logdir, how) as child:
+        child.expect("SIGNALLED")
+        assert child.wait(timeout=30) == -signal.SIGTERM, child.stderr()
+        assert "asyncsummary" not in child.stderr(), child.stderr()
+    assert _steps(logdir) == list(range(ADDED))
+
+
+# The parent installs the handlers, then forks (from its main thread or another one).
+# The child must wake its own main thread, never its parent's: the wake-up socket
+# inherited across fork is the parent's, read by the parent's watcher.
+FORK_CHILD = TAKE_SIGNAL_ELSEWHERE + """
+    import json, sys
+    import asyncsummary._shutdown
+    from asyncsummary import AsyncSummaryWriter, install_shutdown_handlers
+
+    def wakeup_socket():
+        fd = signal.set_wakeup_fd(-1)
+        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        return os.fstat(fd).st_ino if fd != -1 else None
+
+    def child():
+        watchers = [t.name for t in threading.enumerate() if t.name == "asyncsummary-signals"]
+        print("CHILD", json.dumps([wakeup_socket(), watchers]), flush=True)
+        writer = AsyncSummaryWriter(logdir, flush_secs=3600, batch_bytes=64 << 20)
+        for step in range(1000):
+            writer.add_scalar("child", step, step)
+        block_main_thread("semaphore")
+
+    def fork():
+        pid = os.fork()
+        if pid == 0:
+            child()
+        forked.append(pid)
+
+    logdir, where = sys.argv[1], sys.argv[2]
+    install_shutdown_handlers(timeout=30)
+    print("PARENT", json.dumps(wakeup_socket()), flush=True)
+    forked = []
+    if where == "main":
+        fork()
+    else:
+        thread = threading.Thread(target=fork)
+        thread.start()
+        thread.join()
+    _, status = os.waitpid(forked[0], 0)  # the parent's main thread asleep meanwhile
+    ours = signal.getsignal(signal.SIGTERM) is asyncsummary._shutdown._installed.get(signal.SIGTERM)
+    print("CHILD ENDED", os.waitstatus_to_exitcode(status), ours, flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_forked_child_wakes_its_own_main_thread_never_its_parents(logdir, where):
+    """A child forked after the install has a wake-up socket and a watcher of its own: a
+    SIGTERM that never woke its main thread still flushes it and ends it, and its
+    parent gets no signal (its handler is still in place, unused)."""
+    with Child(FORK_CHILD, logdir, where) as child:
+        parent_socket = json.loads(child.expect("PARENT").split(" ", 1)[1])
+        child_socket, watchers = json.loads(child.expect("CHILD").split(" ", 1)[1])
+        assert parent_socket is not None and child_socket is not None
+        assert child_socket != parent_socket
+        assert watchers == ["asyncsummary-signals"]
+        child.expect("SIGNALLED")
+        assert child.expect("CHILD ENDED").split()[2:] == [str(-signal.SIGTERM), "True"]
+        assert child.wait() == 0, child.stderr()
+    assert _steps(logdir) == list(range(1000))
