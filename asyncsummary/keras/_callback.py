@@ -13,9 +13,10 @@ summary kinds (TF2 tensor summaries, built by :mod:`._summaries` without TensorF
 and:
 
 * is ``async_safe`` (unless ``write_steps_per_second``, whose batch timing needs the
-  training thread): Keras then hands ``on_train_batch_end`` to its callback thread
-  pool, which also converts the logs; the training thread only submits the call, as
-  it does with no callback at all. Calls of one epoch may run side by side there, so
+  training thread): on the backends Keras deems thread safe (torch, JAX; not
+  TensorFlow, where it calls every callback inline) Keras then hands
+  ``on_train_batch_end`` to its callback thread pool, which also converts the logs;
+  the training thread only submits the call, as it does with no callback at all. Calls of one epoch may run side by side there, so
   each carries the step counted on the training thread in ``on_train_batch_begin``
   and their events are put back in step order before they reach the writer;
 * never flushes per batch; epoch-end weights are copied to host arrays on the
@@ -131,9 +132,7 @@ class TensorBoard(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ writers
     def _run_dir(self, run: str) -> str:
-        if is_url(self.log_dir):
-            return self.log_dir.rstrip("/") + "/" + run
-        return os.path.join(self.log_dir, run)
+        return self._join(self.log_dir, run)
 
     def _writer(self, run: str) -> AsyncSummaryWriter:
         """The run's writer, made on first use (no empty event files, as Keras)."""
@@ -366,7 +365,8 @@ class TensorBoard(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ helpers
     def _join(self, folder: str, name: str) -> str:
-        """A side file's path: a relative local one fixed now (a later ``chdir``)."""
+        """``name`` in ``folder`` (a URL or a path; a relative path fixed now, against
+        a later ``chdir``)."""
         if is_url(folder):
             return folder.rstrip("/") + "/" + name
         return os.path.join(os.path.abspath(folder), name)

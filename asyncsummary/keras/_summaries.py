@@ -20,8 +20,8 @@ per-tag head plus the packed float; the rest run on a worker (:mod:`._callback`)
 from __future__ import annotations
 
 import io
-import math
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -44,27 +44,30 @@ BUCKET_COUNT = 30
 MAX_IMAGES = 3
 
 _DT_FLOAT = 1
-_DT_DOUBLE = 2
-_DT_STRING = 7
 
 
-def _plugin_metadata(plugin_name: str, content: bytes = b"") -> bytes:
-    """``SummaryMetadata(plugin_data=PluginData(plugin_name, content))`` serialized.
+def _metadata() -> tuple[bytes, Any, Any, Any]:
+    """Each plugin's ``SummaryMetadata``, as ``tf.summary``'s ops make it: TensorBoard's
+    own ``create_summary_metadata()`` (no display name, no description), and Keras's
+    ``graph_keras_model`` (content ``b"1"``). The scalars' is serialized: its bytes go
+    into the cached heads of :func:`scalar_summary`."""
+    from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
+    from tensorboard.plugins.histogram import metadata as histograms
+    from tensorboard.plugins.image import metadata as images
+    from tensorboard.plugins.scalar import metadata as scalars
 
-    What each plugin's ``create_summary_metadata()`` gives with no display name and no
-    description (their content protos are empty at version 0, so ``content`` is too).
-    """
-    name = plugin_name.encode()
-    plugin_data = b"\x0a" + _event.varint(len(name)) + name
-    if content:
-        plugin_data += b"\x12" + _event.varint(len(content)) + content
-    return b"\x0a" + _event.varint(len(plugin_data)) + plugin_data
+    keras_model = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name="graph_keras_model", content=b"1")
+    )
+    return (
+        scalars.create_summary_metadata(display_name=None, description=None).SerializeToString(),
+        histograms.create_summary_metadata(display_name=None, description=None),
+        images.create_summary_metadata(display_name=None, description=None),
+        keras_model,
+    )
 
 
-_SCALARS = _plugin_metadata("scalars")
-_HISTOGRAMS = _plugin_metadata("histograms")
-_IMAGES = _plugin_metadata("images")
-_KERAS_MODEL = _plugin_metadata("graph_keras_model", b"1")
+_SCALARS, _HISTOGRAMS, _IMAGES, _KERAS_MODEL = _metadata()
 
 
 def _field(number: int, data: bytes) -> bytes:
@@ -72,37 +75,37 @@ def _field(number: int, data: bytes) -> bytes:
     return _event.varint(number << 3 | 2) + _event.varint(len(data)) + data
 
 
-def _tensor(
-    dtype: int, shape: tuple[int, ...], content: bytes = b"", strings: tuple[bytes, ...] = ()
-) -> bytes:
-    """``TensorProto(dtype, tensor_shape, tensor_content | string_val)`` serialized."""
-    dims = b"".join(_field(2, b"\x08" + _event.varint(size)) for size in shape)
-    out = b"\x08" + _event.varint(dtype) + _field(2, dims)
-    if content:
-        out += _field(4, content)
-    return out + b"".join(_field(8, s) for s in strings)
+def _summary(tag: str, metadata: Any, dtype: str, shape: tuple[int, ...], **tensor: Any) -> bytes:
+    """``Summary(value=[Value(tag, metadata, tensor)])`` serialized (built off the caller)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+    from tensorboard.compat.proto.types_pb2 import DataType
 
-
-def _summary(tag: str, metadata: bytes, tensor: bytes) -> bytes:
-    """``Summary(value=[Value(tag, tensor, metadata)])`` serialized."""
-    value = _field(1, tag.encode("utf-8")) + _field(8, tensor) + _field(9, metadata)
-    return _field(1, value)
+    proto = TensorProto(
+        dtype=DataType.Value(dtype),
+        tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=size) for size in shape]),
+        **tensor,
+    )
+    value = Summary.Value(tag=tag, metadata=metadata, tensor=proto)
+    return Summary(value=[value]).SerializeToString()  # type: ignore[no-any-return]
 
 
 _SCALAR_TENSOR_HEAD = b"\x08" + _event.varint(_DT_FLOAT) + b"\x12\x00\x22\x04"
 _SCALAR_CACHE_LIMIT = 4096
 _scalar_heads: dict[str, bytes] = {}
-_pack_float = struct.Struct("<f").pack
 
 
 def scalar_summary(tag: str, value: float) -> bytes:
-    """``tf.summary.scalar(tag, value)``'s summary bytes (``value`` as float32)."""
+    """``tf.summary.scalar(tag, value)``'s summary bytes (``value`` as float32).
+
+    Per batch, on the caller's side: a cached head per tag (tag, metadata, then the
+    tensor last, so its 4 value bytes end the summary) plus the packed float.
+    """
     head = _scalar_heads.get(tag)
     if head is None:
-        # tag, metadata, then the tensor last, so its 4 value bytes end the summary.
-        tag_bytes = tag.encode("utf-8")
         value_bytes = (
-            _field(1, tag_bytes)
+            _field(1, tag.encode("utf-8"))
             + _field(9, _SCALARS)
             + b"\x42"
             + _event.varint(len(_SCALAR_TENSOR_HEAD) + 4)
@@ -112,17 +115,17 @@ def scalar_summary(tag: str, value: float) -> bytes:
         if len(_scalar_heads) < _SCALAR_CACHE_LIMIT:
             _scalar_heads[tag] = head
     try:
-        return head + _pack_float(value)
-    except OverflowError:  # beyond float32: an infinity, as TensorFlow's cast gives
-        return head + _pack_float(math.copysign(math.inf, value))
+        return head + _event.float32(value)  # beyond float32's range: an infinity
     except struct.error:
-        raise TypeError(f"{tag}: a scalar must be a real number, not {type(value).__name__}") from None
+        raise TypeError(
+            f"{tag}: a scalar must be a real number, not {type(value).__name__}"
+        ) from None
 
 
 def model_summary(model_json: str) -> bytes:
     """Keras's ``keras_model_summary("keras", model)``: the model's JSON, for the graph plugin."""
     return _summary(
-        "keras", _KERAS_MODEL, _tensor(_DT_STRING, (1,), strings=(model_json.encode("utf-8"),))
+        "keras", _KERAS_MODEL, "DT_STRING", (1,), string_val=[model_json.encode("utf-8")]
     )
 
 
@@ -162,8 +165,8 @@ def histogram_buckets(values: np.ndarray, bucket_count: int = BUCKET_COUNT) -> n
 def histogram_summary(tag: str, values: np.ndarray) -> bytes:
     """``tf.summary.histogram(tag, values)``'s summary bytes."""
     buckets = histogram_buckets(values)
-    tensor = _tensor(_DT_DOUBLE, buckets.shape, content=buckets.astype("<f8").tobytes())
-    return _summary(tag, _HISTOGRAMS, tensor)
+    content = buckets.astype("<f8").tobytes()
+    return _summary(tag, _HISTOGRAMS, "DT_DOUBLE", buckets.shape, tensor_content=content)
 
 
 def weight_image(weight: np.ndarray, channels_last: bool) -> np.ndarray | None:
@@ -216,5 +219,5 @@ def image_summary(tag: str, images: np.ndarray) -> bytes:
     pixels = _to_uint8(np.asarray(images)[:MAX_IMAGES])
     height, width = pixels.shape[1], pixels.shape[2]
     pngs = tuple(_png(image) for image in pixels)
-    strings = (str(width).encode(), str(height).encode(), *pngs)
-    return _summary(tag, _IMAGES, _tensor(_DT_STRING, (len(strings),), strings=strings))
+    strings = [str(width).encode(), str(height).encode(), *pngs]
+    return _summary(tag, _IMAGES, "DT_STRING", (len(strings),), string_val=strings)
