@@ -28,13 +28,16 @@ Two implementations with byte-identical output (tested on random batches):
 
 The native one is used when the extension imports and ``ASYNCSUMMARY_PURE_PYTHON``
 is not set to a non-empty value other than ``0`` (read once, at import);
-:data:`IMPLEMENTATION` says which one is active.
+:data:`IMPLEMENTATION` says which one is active. A missing extension is logged once, at
+import, as a one-line warning (logger ``asyncsummary``), unless the variable asks for
+pure Python anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import operator
 import os
 import time
@@ -408,9 +411,17 @@ def _pure_python_forced() -> bool:
 _native: Any
 try:
     from . import _native  # type: ignore[no-redef]
-except ImportError:  # built without a C compiler: the pure-Python encoder it is
+except ImportError as _missing:  # built without a C compiler: the pure-Python encoder it is
     _native = None
     encode_native = None  # type: ignore[assignment]  # noqa: F811
+    if not _pure_python_forced():
+        # One line on stderr (logging's last-resort handler when none is configured):
+        # the library works, only its background side is slower.
+        logging.getLogger("asyncsummary").warning(
+            "asyncsummary: compiled encoder not available (%s); using the pure-Python one "
+            "(reinstall with a C compiler, or set ASYNCSUMMARY_PURE_PYTHON=1 to silence this)",
+            _missing,
+        )
 
 #: Which implementation :func:`encode` is: ``"native"`` or ``"python"``.
 IMPLEMENTATION = "native" if _native is not None and not _pure_python_forced() else "python"

@@ -359,6 +359,50 @@ def test_a_normal_install_uses_the_native_encoder():
     assert _implementation_in_a_child("0") == "native"
 
 
+_WITHOUT_THE_EXTENSION = """
+import sys
+
+class NoNative:  # an install built without a C compiler: asyncsummary._native is missing
+    def find_spec(self, name, path=None, target=None):
+        if name == "asyncsummary._native":
+            raise ImportError("No module named 'asyncsummary._native'")
+
+sys.meta_path.insert(0, NoNative())
+from asyncsummary import AsyncSummaryWriter, _encoder
+
+with AsyncSummaryWriter(sys.argv[1]) as writer:
+    writer.add_scalar("loss", 0.5, 3)
+print(_encoder.IMPLEMENTATION)
+"""
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["warned", "forced"])
+def test_a_missing_extension_falls_back_with_one_line_of_warning(tmp_path, forced):
+    env = {k: v for k, v in os.environ.items() if k != "ASYNCSUMMARY_PURE_PYTHON"}
+    if forced:
+        env["ASYNCSUMMARY_PURE_PYTHON"] = "1"
+    out = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_THE_EXTENSION, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.strip() == "python"  # not an error: the writer works
+    warning = [line for line in out.stderr.splitlines() if "asyncsummary" in line]
+    if forced:  # asked for: nothing to warn about
+        assert warning == [], out.stderr
+    else:
+        assert len(warning) == 1, out.stderr
+        assert "compiled encoder not available" in warning[0]
+        assert "ASYNCSUMMARY_PURE_PYTHON=1" in warning[0]
+    [path] = tmp_path.glob("events.out.tfevents.*")
+    events = [event_pb2.Event.FromString(r) for r in RawEventFileLoader(str(path)).Load()]
+    assert [(e.step, e.summary.value[0].tag) for e in events[1:]] == [(3, "loss")]
+
+
 def test_the_environment_variable_selects_pure_python():
     assert _implementation_in_a_child("1") == "python"
     expected = (
