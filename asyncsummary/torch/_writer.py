@@ -44,7 +44,7 @@ from .._loop import run_coroutine
 from .._redact import redact_url
 from .._storage import is_url
 from .._writer import AsyncSummaryWriter, close_leaving_with
-from . import _builders, _checks, _projector, _snapshot, _workers
+from . import _builders, _checks, _histogram, _projector, _snapshot, _workers
 from ._builders import Job
 
 __all__ = ["DEFAULT_FLUSH_SECS", "SummaryWriter"]
@@ -295,7 +295,7 @@ class SummaryWriter:
         walltime: float | None = None,
         max_bins: int | None = None,
     ) -> None:
-        """Add a histogram of ``values``; binned on a worker, by torch's ``histogram()``.
+        """Add a histogram of ``values``; binned on a worker, as torch's ``histogram()`` bins.
 
         ``bins``: ``'tensorflow'`` (TensorFlow's exponential buckets), a NumPy rule
         (``'auto'``, ``'fd'``, ...), a bin count, or bin edges.
@@ -307,7 +307,7 @@ class SummaryWriter:
         if not is_default and not isinstance(bins, (str, int)):
             bins = _take_sequence(bins)
         snap = _snapshot.take(values)
-        job = Job(_builders.summary().histogram, tag, snap, bins, max_bins)
+        job = Job(_histogram.histogram, tag, snap, bins, max_bins, is_default)
         self._defer(self._get_file_writer(), job, global_step, walltime, _sized(snap, bins))
 
     def add_histogram_raw(

@@ -1,0 +1,142 @@
+"""``add_histogram``'s builder writes what torch's ``histogram()`` writes, without BLAS.
+
+The builder (``asyncsummary.torch._histogram``) bins the default ``bins='tensorflow'``
+buckets arithmetically and computes ``sum_squares`` with NumPy's own loop instead of a
+BLAS ``dot`` (which wakes OpenBLAS's thread pool). Compared here with torch's own
+``make_histogram`` field by field: buckets, edges, min, max, num and sum exactly,
+``sum_squares`` to the rounding of a different summation order; the same errors.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from asyncsummary.torch import _builders, _histogram
+
+pytestmark = pytest.mark.torch
+
+DEFAULT = _builders.default_bins()
+EDGES = np.asarray(DEFAULT)
+
+
+def _torch_make_histogram(values, bins, max_bins=None):
+    from torch.utils.tensorboard.summary import make_histogram
+
+    return make_histogram(values, bins, max_bins)
+
+
+def _inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    wide = rng.standard_normal(20_000) * 10.0 ** rng.uniform(-16, 23, 20_000)
+    on_edges = np.concatenate([EDGES, np.nextafter(EDGES, np.inf), np.nextafter(EDGES, -np.inf)])
+    specials = np.array(
+        [np.nan, np.inf, -np.inf, 0.0, -0.0, 5e-324, -5e-324, 1e-12, -1e-12, 1e20, -1e20, 2e20]
+    )
+    return {
+        "normal": rng.standard_normal(100_000),
+        "float32 weights": (rng.standard_normal(65_536) * 0.05).astype(np.float32).astype(float),
+        "wide": wide,
+        "on and beside every edge": rng.permutation(on_edges),
+        "specials and normal": np.concatenate([specials, rng.standard_normal(100)]),
+        "all equal": np.full(1000, 3.5),
+        "integers": rng.integers(-50, 50, 5000).astype(float),
+        "one value": np.array([0.25]),
+    }
+
+
+def _fields(histo) -> tuple:
+    return (
+        histo.min,
+        histo.max,
+        histo.num,
+        histo.sum,
+        list(histo.bucket_limit),
+        list(histo.bucket),
+    )
+
+
+@pytest.mark.parametrize("name", list(_inputs()))
+@pytest.mark.parametrize("max_bins", [None, 40])
+def test_default_buckets_equal_torchs(name, max_bins):
+    values = _inputs()[name]
+    expected = _torch_make_histogram(values, DEFAULT, max_bins)
+    counts = _histogram.default_bucket_counts(values)
+    assert counts is not None and counts.tolist() == np.histogram(values, bins=EDGES)[0].tolist()
+    got = _histogram.make_histogram(values, DEFAULT, max_bins, default=True)
+    np.testing.assert_equal(_fields(got), _fields(expected))  # NaN equals NaN here
+    assert got.sum_squares == pytest.approx(expected.sum_squares, rel=1e-12, nan_ok=True)
+
+
+@pytest.mark.parametrize(
+    "bins", ["auto", "fd", 7, np.linspace(-2, 2, 9)], ids=["auto", "fd", "7", "edges"]
+)
+def test_other_bins_equal_torchs(bins):
+    values = np.random.default_rng(3).standard_normal(10_000)
+    expected = _torch_make_histogram(values, bins)
+    got = _histogram.make_histogram(values, bins)
+    np.testing.assert_equal(_fields(got), _fields(expected))
+    assert got.sum_squares == pytest.approx(expected.sum_squares, rel=1e-12)
+
+
+def test_same_errors_as_torch():
+    for values, bins in [(np.array([]), DEFAULT), (np.array([np.nan, 1.0]), "auto")]:
+        with pytest.raises(ValueError) as theirs:
+            _torch_make_histogram(values, bins)
+        with pytest.raises(ValueError) as ours:
+            _histogram.make_histogram(values, bins, default=bins is DEFAULT)
+        assert str(ours.value) == str(theirs.value)
+
+
+def test_summary_equals_torchs_histogram():
+    import torch
+    from torch.utils.tensorboard.summary import histogram
+
+    values = torch.randn(3000, generator=torch.Generator().manual_seed(1))
+    expected = histogram("w", values, DEFAULT)
+    got = _histogram.histogram("w", values, DEFAULT, None, default=True)
+    assert got.value[0].tag == "w" and _fields(got.value[0].histo) == _fields(
+        expected.value[0].histo
+    )
+
+
+def test_no_blas_thread_runs():
+    # torch's builder (values.dot) wakes OpenBLAS's threads, which then spin on the
+    # trainer's cores; ours runs on the worker's thread alone. Measured as the CPU time
+    # of the process's other threads (OpenBLAS's), in clock ticks.
+    code = """
+import os, time
+import numpy as np
+from asyncsummary.torch import _builders, _histogram
+
+def others():
+    ticks = 0
+    for task in os.listdir("/proc/self/task"):
+        if int(task) != os.getpid():
+            with open(f"/proc/self/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks
+
+values = np.random.default_rng(0).standard_normal(1_000_000)
+bins = _builders.default_bins()
+start = others()
+for _ in range(20):
+    _histogram.histogram("w", values, bins, None, default=True)
+time.sleep(0.2)
+ours = others() - start
+start = others()
+for _ in range(20):
+    values.dot(values)  # what torch's builder does
+time.sleep(0.2)
+print(len(os.listdir("/proc/self/task")), ours, others() - start)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    threads, ours, dot = map(int, out.stdout.split())
+    assert threads > 1 and dot >= 5, f"the control: BLAS threads run for a dot here ({out.stdout})"
+    assert ours <= 1, out.stdout
