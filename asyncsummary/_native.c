@@ -15,8 +15,9 @@
  * and CRCs the whole run into one bytes object with the GIL released. Anything unusual ends the run, and Python handles
  * that one item: this file never raises for bad input, it declines it.
  *
- * CRC-32C: SSE4.2's crc32 instruction where the CPU has it (checked at import),
- * a slicing-by-8 table otherwise.
+ * CRC-32C: SSE4.2's crc32 instruction where the CPU has it (checked at import), on
+ * three interleaved streams for buffers of 192 bytes or more, a slicing-by-8 table
+ * otherwise.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -77,19 +78,140 @@ static uint32_t crc32c_table(uint32_t crc, const uint8_t *p, size_t n) {
 #define HAVE_SSE42_PATH 1
 #include <nmmintrin.h>
 
+/* SSE4.2 CRC-32C, three streams at a time.
+ *
+ * Why: the crc32 instruction has a latency of 3 cycles, but the CPU can start one
+ * every cycle. One stream (each step waits for the previous step's result) runs at
+ * 8 bytes per 3 cycles; three independent streams keep the unit busy: 3x the speed.
+ *
+ * How: a chunk of 3 * L bytes is cut into blocks A, B, C of L bytes, and one loop
+ * computes a = crc(0, A), b = crc(0, B), d = crc(0, C) side by side, where crc(s, X)
+ * is the CRC register (before the final inversion) after X, from register s. That
+ * register is linear over GF(2) in s and X, so crc(s, X) = shift_|X|(s) ^ crc(0, X),
+ * where shift_L(s), the register s after L zero bytes, is a linear map on 32 bits:
+ * four lookups in 256-entry tables (one per byte of s), XOR'd. Hence the register
+ * after the chunk, from the running register c:
+ *     crc(c, A B C) = shift_L(shift_L(shift_L(c) ^ a) ^ b) ^ d.
+ * The streams start from 0 rather than from c so that the lookups are not on the
+ * crc instructions' dependency chain: the next chunk's crcs run while this chunk is
+ * combined, as long as a chunk's crcs take longer than the three lookups in a row.
+ * The tables for each L are built at module init (crc_shift_init).
+ *
+ * Block sizes: long blocks take large buffers with few combines (on 1 MiB, 16 KiB
+ * blocks measured ~1% faster than 8 KiB, 32 KiB no better), then short and tiny
+ * ones the rest; under 3 * CRC_TINY bytes (a buffer, or the tail of one) one stream
+ * is used. Measured on an AMD EPYC (Zen 4): three streams win from the first whole
+ * chunk of 3 * 64 bytes (192 bytes: 12 ns against 20), while blocks of 32 bytes lose
+ * to one stream (the combine becomes the bottleneck); with the 64-byte tier, no size
+ * tried up to 64 KiB was slower than with 256 alone. */
+#define CRC_LONG 16384
+#define CRC_SHORT 256
+#define CRC_TINY 64
+
+/* shift_L as four tables: t[k][x] is shift_L of byte x placed at byte k. */
+typedef struct {
+    uint32_t t[4][256];
+} shift_table;
+
+static shift_table crc_shift_long, crc_shift_short, crc_shift_tiny;
+
+/* A 32x32 GF(2) matrix is stored as its columns: m[i] is the image of bit i. */
+static uint32_t gf2_apply(const uint32_t m[32], uint32_t v) {
+    uint32_t r = 0;
+    for (int i = 0; v; i++, v >>= 1)
+        if (v & 1) r ^= m[i];
+    return r;
+}
+
+/* out = a b (b first, then a); out must alias neither. */
+static void gf2_multiply(uint32_t out[32], const uint32_t a[32], const uint32_t b[32]) {
+    for (int i = 0; i < 32; i++) out[i] = gf2_apply(a, b[i]);
+}
+
+/* The tables of shift_n. Its matrix is the n-th power of the one for one zero byte
+ * (a step of the byte-wise table loop), by repeated squaring as in zlib's
+ * crc32_combine. */
+static void crc_shift_init(shift_table *table, size_t n) {
+    uint32_t power[32], result[32], tmp[32];
+    for (int i = 0; i < 32; i++) {
+        uint32_t bit = 1u << i;
+        power[i] = crc_table[0][bit & 0xFF] ^ (bit >> 8); /* one zero byte */
+        result[i] = bit;                                  /* identity */
+    }
+    for (; n; n >>= 1) {
+        if (n & 1) {
+            gf2_multiply(tmp, power, result);
+            memcpy(result, tmp, sizeof tmp);
+        }
+        gf2_multiply(tmp, power, power);
+        memcpy(power, tmp, sizeof tmp);
+    }
+    for (int k = 0; k < 4; k++)
+        for (uint32_t x = 0; x < 256; x++) table->t[k][x] = gf2_apply(result, x << (8 * k));
+}
+
+static inline uint32_t crc_shift(const shift_table *table, uint32_t s) {
+    return table->t[0][s & 0xFF] ^ table->t[1][(s >> 8) & 0xFF] ^
+           table->t[2][(s >> 16) & 0xFF] ^ table->t[3][s >> 24];
+}
+
+static inline uint64_t load64(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* The register after one chunk of 3 * len bytes (len a multiple of 32), from c. */
+__attribute__((target("sse4.2"))) static inline uint32_t crc3(uint32_t c, const uint8_t *p,
+                                                               size_t len,
+                                                               const shift_table *table) {
+    uint64_t a = 0, b = 0, d = 0;
+    for (const uint8_t *end = p + len; p < end; p += 32) {
+        for (int i = 0; i < 32; i += 8) {
+            a = _mm_crc32_u64(a, load64(p + i));
+            b = _mm_crc32_u64(b, load64(p + len + i));
+            d = _mm_crc32_u64(d, load64(p + 2 * len + i));
+        }
+    }
+    c = crc_shift(table, c) ^ (uint32_t)a;
+    c = crc_shift(table, c) ^ (uint32_t)b;
+    return crc_shift(table, c) ^ (uint32_t)d;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const uint8_t *p,
                                                                 size_t n) {
-    uint64_t c = (uint32_t)~crc;
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        c = _mm_crc32_u64(c, w);
-        p += 8;
-        n -= 8;
+    uint32_t c = ~crc;
+    size_t skew = -(uintptr_t)p & 7; /* bytes up to an 8-byte boundary */
+    if (n >= skew + 3 * CRC_TINY) {
+        /* Align p to 8 bytes (loads across cache lines cost), in at most 3 steps. */
+        if ((uintptr_t)p & 1) {
+            c = _mm_crc32_u8(c, *p);
+            p += 1, n -= 1;
+        }
+        if ((uintptr_t)p & 2) {
+            uint16_t h;
+            memcpy(&h, p, 2);
+            c = _mm_crc32_u16(c, h);
+            p += 2, n -= 2;
+        }
+        if ((uintptr_t)p & 4) {
+            uint32_t w;
+            memcpy(&w, p, 4);
+            c = _mm_crc32_u32(c, w);
+            p += 4, n -= 4;
+        }
+        for (; n >= 3 * CRC_LONG; p += 3 * CRC_LONG, n -= 3 * CRC_LONG)
+            c = crc3(c, p, CRC_LONG, &crc_shift_long);
+        for (; n >= 3 * CRC_SHORT; p += 3 * CRC_SHORT, n -= 3 * CRC_SHORT)
+            c = crc3(c, p, CRC_SHORT, &crc_shift_short);
+        for (; n >= 3 * CRC_TINY; p += 3 * CRC_TINY, n -= 3 * CRC_TINY)
+            c = crc3(c, p, CRC_TINY, &crc_shift_tiny);
     }
-    uint32_t c32 = (uint32_t)c;
-    while (n--) c32 = _mm_crc32_u8(c32, *p++);
-    return ~c32;
+    uint64_t c64 = c;
+    for (; n >= 8; p += 8, n -= 8) c64 = _mm_crc32_u64(c64, load64(p));
+    c = (uint32_t)c64;
+    while (n--) c = _mm_crc32_u8(c, *p++);
+    return ~c;
 }
 #endif
 
@@ -573,6 +695,9 @@ PyMODINIT_FUNC PyInit__native(void) {
 #ifdef HAVE_SSE42_PATH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("sse4.2")) {
+        crc_shift_init(&crc_shift_long, CRC_LONG);
+        crc_shift_init(&crc_shift_short, CRC_SHORT);
+        crc_shift_init(&crc_shift_tiny, CRC_TINY);
         crc32c = crc32c_sse42;
         crc32c_name = "sse4.2";
     }

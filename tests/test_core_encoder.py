@@ -411,10 +411,32 @@ def test_the_environment_variable_selects_pure_python():
     assert _encoder.IMPLEMENTATION == expected
 
 
-@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 63, 64, 65, 1000, 1 << 20])
+# The SSE4.2 path (_native.c) runs three streams over chunks of 3 blocks of 16384,
+# 256 or 64 bytes, one stream under 192 bytes and for the tail: sizes on each side of
+# each chunk boundary (plus up to 7 bytes, which it may spend aligning to 8 bytes).
+_CRC_BOUNDARIES = sorted(
+    {0, 1, 7, 8, 9, 63, 64, 65, 1000, 1 << 20, (1 << 20) + 3}
+    | {k * 3 * block + d for block in (64, 256, 16384) for k in (1, 2) for d in (-1, 0, 1, 7, 8)}
+)
+
+
+@pytest.mark.parametrize("size", _CRC_BOUNDARIES)
 def test_native_crc32c_equals_google_crc32c(size):
     assert _native is not None
-    data = os.urandom(size)
-    assert _native.crc32c(data) == google_crc32c.value(data)
-    assert _native.crc32c(data, True) == google_crc32c.value(data)  # the table fallback
-    assert _native.crc32c(memoryview(data)[1:]) == google_crc32c.value(data[1:])
+    data = os.urandom(size + 8)
+    for offset in range(8):  # every alignment, as memoryview slices
+        piece = memoryview(data)[offset : offset + size]
+        expected = google_crc32c.value(bytes(piece))
+        assert _native.crc32c(piece) == expected, offset
+        assert _native.crc32c(piece, True) == expected, offset  # the table fallback
+
+
+def test_native_crc32c_every_small_length():
+    assert _native is not None
+    data = os.urandom(3 * 256 + 3 * 64 + 80)  # one chunk of each small block, and a tail
+    for size in range(len(data) + 1):
+        for offset in (0, 3):
+            piece = data[offset : offset + size]
+            assert _native.crc32c(memoryview(data)[offset : offset + size]) == (
+                google_crc32c.value(piece)
+            ), (size, offset)
