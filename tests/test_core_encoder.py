@@ -440,3 +440,41 @@ def test_native_crc32c_every_small_length():
             assert _native.crc32c(memoryview(data)[offset : offset + size]) == (
                 google_crc32c.value(piece)
             ), (size, offset)
+
+
+# ------------------------------------------------------- pending items, the GC
+def test_native_items_are_not_tracked_by_the_gc():
+    # Items wait in the queue until the drain frees them; tracked, every GC collection
+    # of the trainer's walked them all (its p99 step).
+    import gc
+
+    assert _native is not None
+    scalar = _native.item(SCALAR, ("loss", 0.5), 2**40, 1.5, 300)
+    assert scalar == (SCALAR, ("loss", 0.5), 2**40, 1.5, 300)
+    assert not gc.is_tracked(scalar) and not gc.is_tracked(scalar[1])
+    summary = _native.item(_event.SUMMARY, b"\x0a\x00", 0, 0.0, 258)
+    assert summary == (_event.SUMMARY, b"\x0a\x00", 0, 0.0, 258) and not gc.is_tracked(summary)
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    deferred = _native.item(DEFERRED, future, 1, 1.0, 300)
+    assert deferred[1] is future and gc.is_tracked(deferred)  # may be part of a cycle
+    odd = _native.item(SCALAR, ("loss", [0.5]), 1, 1.0, 300)  # not atoms: left to the GC
+    assert gc.is_tracked(odd) and gc.is_tracked(odd[1])
+    with pytest.raises(TypeError):
+        _native.item(SCALAR, ("loss", 0.5), 1, 1.0)
+
+
+def test_the_writer_queues_untracked_items_with_the_native_encoder(tmp_path):
+    import gc
+
+    from asyncsummary import AsyncSummaryWriter
+
+    writer = AsyncSummaryWriter(str(tmp_path), flush_secs=3600)
+    try:
+        writer.add_scalar("loss", 0.5, 1)
+        writer.add_summary(summary_pb2.Summary().SerializeToString(), 2)
+        items = list(writer._engine._pending)
+        assert len(items) == 2
+        native = _encoder.IMPLEMENTATION == "native"
+        assert [gc.is_tracked(item) for item in items] == [not native] * 2
+    finally:
+        writer.close()

@@ -258,6 +258,10 @@ class SummaryWriter:
         (float32, or float64 with ``double_precision``) instead of ``simple_value``.
         """
         writer = self.file_writer or self._get_file_writer()
+        kind = type(scalar_value)
+        if (kind is float or kind is int) and not new_style:  # the common call: one frame less
+            writer.add_scalar(tag, scalar_value, global_step, walltime)
+            return
         self._scalar(writer, tag, scalar_value, global_step, walltime, new_style, double_precision)
 
     def add_scalars(
