@@ -5,7 +5,8 @@ overhead (:mod:`.hook_overhead`), slow storage (:mod:`.slow_storage`, FUSE inclu
 where it can be mounted), memory under a stalled sink (:mod:`.memory`), then the
 benchmarks other modules add when present (:data:`EXTRA`: remote upload, torch-style
 writer, Python-bound trainer loop, Lightning and Hugging Face step time, Keras batch
-time), each through its ``main(argv)``. A present module that fails fails the run.
+time, a CPU torch training loop on every core), each through its ``main(argv)``. A
+present module that fails fails the run.
 
 Writes into ``--out`` (default ``benchmarks/results/``):
 
@@ -42,6 +43,7 @@ EXTRA = {
     "trainer_loop": "benchmarks.trainer_loop",
     "frameworks": "benchmarks.frameworks",
     "keras_callback": "benchmarks.keras_callback",
+    "cpu_training_loop": "benchmarks.cpu_training_loop",
 }
 
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

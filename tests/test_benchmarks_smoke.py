@@ -121,7 +121,7 @@ def test_memory_bound_holds(quick_run: tuple[dict[str, Any], str]) -> None:
 
 def test_extra_benchmarks_ran(quick_run: tuple[dict[str, Any], str]) -> None:
     results, _ = quick_run
-    for name in ("remote_upload", "torch_writer", "frameworks", "keras_callback"):
+    for name in ("remote_upload", "torch_writer", "frameworks", "keras_callback", "cpu_training_loop"):
         present = importlib.util.find_spec(f"benchmarks.{name}") is not None
         assert (name in results) == present, name
         if present:
@@ -191,6 +191,28 @@ def test_keras_callback(quick_run: tuple[dict[str, Any], str]) -> None:
                 _assert_finite(v, keys, f"{storage} / {setting} / {name}")
                 assert v["n"] > 0
             assert found["variants"]["no callback"]["vs_none"] == 1.0
+
+
+def test_cpu_training_loop(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    part = results["cpu_training_loop"]
+    assert set(part["variants"]) == {"none", "asyncsummary", "torch"}
+    assert part["histogram_elements"] == 256 * 256
+    assert part["torch_threads"] == results["machine"]["cores"]
+    for name, v in part["variants"].items():
+        keys = ("total_s", "after_warmup_s", "step_us_p50", "step_us_p99", "step_us_mean",
+                "total_vs_bare", "after_warmup_vs_bare", "p50_vs_bare", "p99_vs_bare")
+        _assert_finite(v, keys, name)
+        for key in keys:
+            assert v[key] > 0, f"{name}: {key} = {v[key]!r}"
+        assert _finite(v["close_s"]) and v["close_s"] >= 0, name
+        assert v["torch_threads"] == part["torch_threads"], name
+        if name != "none":  # the writer wrote its events
+            assert v["written_bytes"] > 0, name
+    assert part["variants"]["none"]["total_vs_bare"] == 1.0
+    assert set(part["targets"]) == {"total_vs_bare", "p50_vs_bare", "p99_vs_bare"}
+    for key, t in part["targets"].items():
+        assert _finite(t["achieved"]) and _finite(t["torch"]) and isinstance(t["met"], bool), key
 
 
 def test_plots_written(quick_run: tuple[dict[str, Any], str]) -> None:
