@@ -406,7 +406,7 @@ def table(result: dict[str, Any]) -> list[str]:
             f"{row['large_events_per_s']:>12.1f}"
         )
     lines.append(
-        "targets (issue 13): "
+        "targets: "
         + ", ".join(
             f"{key} {t['achieved']:.2f} ({'<=' if key in ('added_us_per_value', 'p99_vs_bare') else '>='} "
             f"{t['target']:g}: {'met' if t['met'] else 'MISSED'})"
