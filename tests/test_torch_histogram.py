@@ -64,11 +64,32 @@ def _fields(histo) -> tuple:
 def test_default_buckets_equal_torchs(name, max_bins):
     values = _inputs()[name]
     expected = _torch_make_histogram(values, DEFAULT, max_bins)
-    counts = _histogram.default_bucket_counts(values)
-    assert counts is not None and counts.tolist() == np.histogram(values, bins=EDGES)[0].tolist()
+    reference = np.histogram(values, bins=EDGES)[0].tolist()
+    for count in (_histogram.default_bucket_counts, _histogram.numpy_bucket_counts):  # C, NumPy
+        counts = count(values)
+        assert counts is not None and counts.tolist() == reference, count.__name__
     got = _histogram.make_histogram(values, DEFAULT, max_bins, default=True)
     np.testing.assert_equal(_fields(got), _fields(expected))  # NaN equals NaN here
     assert got.sum_squares == pytest.approx(expected.sum_squares, rel=1e-12, nan_ok=True)
+
+
+def test_the_c_counter_is_used_where_built():
+    # A normal install builds it (setup.py); ASYNCSUMMARY_PURE_PYTHON=1 selects NumPy's.
+    from asyncsummary import _encoder
+
+    assert _histogram._buckets is not None, "asyncsummary.torch._buckets was not built"
+    assert (_histogram._count is not None) == (_encoder.IMPLEMENTATION == "native")
+    assert _histogram._cells() is not None  # no cell of the table holds two edges
+
+
+def test_the_c_counter_on_random_bits():
+    # Any float64 at all (every exponent, NaN payloads, subnormals), and strided input.
+    bits = np.random.default_rng(11).integers(0, 2**64, 200_000, dtype=np.uint64, endpoint=False)
+    values = bits.view(np.float64)
+    for data in (values, values[::3], values[:7]):
+        expected = np.histogram(data[np.isfinite(data)], bins=EDGES)[0].tolist()
+        assert _histogram.default_bucket_counts(data).tolist() == expected
+        assert _histogram.numpy_bucket_counts(np.ascontiguousarray(data)).tolist() == expected
 
 
 @pytest.mark.parametrize(
