@@ -18,6 +18,7 @@ from typing import Any
 from . import _event
 from ._engine import (
     DEFERRED,
+    ITEM_OVERHEAD,
     RAW_EVENT,
     SCALAR,
     Policy,
@@ -152,7 +153,7 @@ class AsyncSummaryWriter:
         session: Not supported (TF2's summary-op writer); must be None.
         max_pending_bytes: Bound of the events held in memory: those waiting and the
             batch being written (with room for its framed copies), each counted as its
-            payload plus 256 bytes.
+            payload plus 256 bytes (so at least 256).
         policy: What an add does at the bound: ``"block"`` (default), ``"drop_oldest"``,
             ``"drop_newest"`` or ``"raise"``.
         fsync: fsync the file on every flush (slower, survives power loss).
@@ -217,6 +218,11 @@ class AsyncSummaryWriter:
         for name, size in (("max_pending_bytes", max_pending_bytes), ("batch_bytes", batch_bytes)):
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
                 raise ValueError(f"{name} must be a positive int, got {size!r}")
+        if max_pending_bytes < ITEM_OVERHEAD:  # not even an empty event would ever fit
+            raise ValueError(
+                f"max_pending_bytes must be at least {ITEM_OVERHEAD} (each event counts as its "
+                f"payload plus {ITEM_OVERHEAD} bytes), got {max_pending_bytes}"
+            )
         if max_file_bytes is not None and (
             isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) or max_file_bytes <= 0
         ):

@@ -224,7 +224,8 @@ def child(variant: str, steps: int) -> dict[str, Any]:
 
 
 def _run_child(variant: str, steps: int) -> dict[str, Any]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # The compiled encoder, even where the parent runs with the pure-Python one.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", ASYNCSUMMARY_PURE_PYTHON="0")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.cpu_training_loop", "--child", variant, str(steps)],
         cwd=ROOT,

@@ -335,6 +335,16 @@ def test_constructor(tmp_path_factory, logdir, kwargs):
     assert [e.step for f in read_run(path) for e in f.events[1:]] == [1]
 
 
+def test_a_bound_that_holds_no_event_is_refused_at_construction(logdir):
+    # Found by test_constructor: max_pending_bytes=1 made a writer whose every add raised.
+    with pytest.raises(ValueError, match="at least 256"):
+        AsyncSummaryWriter(logdir, max_pending_bytes=255)
+    writer = AsyncSummaryWriter(logdir, max_pending_bytes=256)
+    writer.add_summary(b"", 1)  # an empty summary counts exactly 256 bytes: it fits
+    writer.close()
+    assert [e.step for e in read_run(logdir)[0].events[1:]] == [1]
+
+
 @pytest.mark.parametrize("method", ["add_summary", "add_scalar", "add_graph", "add_event"])
 def test_payload_over_the_bound_is_refused_at_the_call(logdir, method):
     writer = AsyncSummaryWriter(logdir, max_pending_bytes=BOUND)

@@ -82,6 +82,14 @@ def test_the_c_counter_is_used_where_built():
     assert _histogram._cells() is not None  # no cell of the table holds two edges
 
 
+def test_without_the_c_counter_numpy_counts(monkeypatch):
+    # An install without a C compiler, or ASYNCSUMMARY_PURE_PYTHON=1: the same histograms.
+    values = _inputs()["normal"]
+    expected = _fields(_torch_make_histogram(values, DEFAULT))
+    monkeypatch.setattr(_histogram, "_count", None)
+    np.testing.assert_equal(_fields(_histogram.make_histogram(values, DEFAULT, None, default=True)), expected)
+
+
 def test_the_c_counter_on_random_bits():
     # Any float64 at all (every exponent, NaN payloads, subnormals), and strided input.
     bits = np.random.default_rng(11).integers(0, 2**64, 200_000, dtype=np.uint64, endpoint=False)
