@@ -336,13 +336,13 @@ def test_the_batch_is_taken_out_of_its_deque():
 
 
 # ------------------------------------------------------------ selection, C parts
-def _implementation_in_a_child(env_value: str | None) -> str:
+def _child(code: str, env_value: str | None, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``python -c code *argv`` with ASYNCSUMMARY_PURE_PYTHON=env_value (None: unset)."""
     env = {k: v for k, v in os.environ.items() if k != "ASYNCSUMMARY_PURE_PYTHON"}
     if env_value is not None:
         env["ASYNCSUMMARY_PURE_PYTHON"] = env_value
-    code = "from asyncsummary import _encoder; print(_encoder.IMPLEMENTATION)"
-    out = subprocess.run(
-        [sys.executable, "-c", code],
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -350,7 +350,11 @@ def _implementation_in_a_child(env_value: str | None) -> str:
         timeout=120,
         check=True,
     )
-    return out.stdout.strip()
+
+
+def _implementation_in_a_child(env_value: str | None) -> str:
+    code = "from asyncsummary import _encoder; print(_encoder.IMPLEMENTATION)"
+    return _child(code, env_value).stdout.strip()
 
 
 def test_a_normal_install_uses_the_native_encoder():
@@ -378,18 +382,7 @@ print(_encoder.IMPLEMENTATION)
 
 @pytest.mark.parametrize("forced", [False, True], ids=["warned", "forced"])
 def test_a_missing_extension_falls_back_with_one_line_of_warning(tmp_path, forced):
-    env = {k: v for k, v in os.environ.items() if k != "ASYNCSUMMARY_PURE_PYTHON"}
-    if forced:
-        env["ASYNCSUMMARY_PURE_PYTHON"] = "1"
-    out = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_THE_EXTENSION, str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    out = _child(_WITHOUT_THE_EXTENSION, "1" if forced else None, str(tmp_path))
     assert out.stdout.strip() == "python"  # not an error: the writer works
     warning = [line for line in out.stderr.splitlines() if "asyncsummary" in line]
     if forced:  # asked for: nothing to warn about

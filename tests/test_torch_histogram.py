@@ -87,7 +87,9 @@ def test_without_the_c_counter_numpy_counts(monkeypatch):
     values = _inputs()["normal"]
     expected = _fields(_torch_make_histogram(values, DEFAULT))
     monkeypatch.setattr(_histogram, "_count", None)
-    np.testing.assert_equal(_fields(_histogram.make_histogram(values, DEFAULT, None, default=True)), expected)
+    np.testing.assert_equal(
+        _fields(_histogram.make_histogram(values, DEFAULT, None, default=True)), expected
+    )
 
 
 def test_the_c_counter_on_random_bits():

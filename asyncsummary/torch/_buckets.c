@@ -11,7 +11,7 @@
  * right so that 11 exponent bits and the top 4 mantissa bits remain are a cell
  * number; every cell spans a ratio of at most 1 + 1/16 between its ends, less than
  * the 1.1 between two edges, so it holds at most one edge. A table made in Python
- * (_histogram._cell_table, which checks that property) gives, per cell, the index of
+ * (_histogram._cells(), which checks that property) gives, per cell, the index of
  * the last positive edge <= the cell's lowest value; one comparison with the next
  * edge finishes the search.
  */

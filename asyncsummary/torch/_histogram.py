@@ -55,6 +55,12 @@ def _edges() -> np.ndarray:
     return _default_edges
 
 
+def _positive_edges() -> np.ndarray:
+    """p[0] .. p[L-1] of the edges -p[L-1] .. -p[0], 0, p[0] .. p[L-1] (a view)."""
+    edges = _edges()
+    return edges[len(edges) // 2 + 1 :]
+
+
 def default_bucket_counts(values: np.ndarray) -> np.ndarray | None:
     """``np.histogram(values, bins=default_bins())[0]`` for 1-D float64 ``values``, or None.
 
@@ -65,10 +71,8 @@ def default_bucket_counts(values: np.ndarray) -> np.ndarray | None:
     cells = _cells() if _count is not None else None
     if cells is None:
         return numpy_bucket_counts(values)
-    edges = _edges()
-    positive = edges[len(edges) // 2 + 1 :]
-    counts = np.zeros(len(edges) - 1, dtype=np.int64)
-    if _count(np.ascontiguousarray(values, dtype=np.float64), positive, cells, counts):
+    counts = np.zeros(len(_edges()) - 1, dtype=np.int64)
+    if _count(np.ascontiguousarray(values, dtype=np.float64), _positive_edges(), cells, counts):
         return numpy_bucket_counts(values)  # never expected: see _cells()
     return counts
 
@@ -85,8 +89,7 @@ def _cells() -> np.ndarray | None:
     """
     global _cell_table
     if _cell_table is None:
-        edges = _edges()
-        positive = edges[len(edges) // 2 + 1 :]
+        positive = _positive_edges()
         start = np.arange(1 << 15, dtype=np.uint64) << np.uint64(48)
         last = start + np.uint64((1 << 48) - 1)
         finite = start < np.uint64(0x7FF0 << 48)
