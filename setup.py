@@ -13,7 +13,8 @@ setup(
     ext_modules=[
         Extension(
             "asyncsummary._native",
-            sources=["asyncsummary/_native.c"],
+            sources=["asyncsummary/_native.c", "asyncsummary/_queue.c"],
+            depends=["asyncsummary/_native.h"],
             extra_compile_args=["-O3", "-std=c11", "-Wall"],
             optional=True,
         ),

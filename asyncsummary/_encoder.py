@@ -56,7 +56,6 @@ __all__ = [
     "encode",
     "encode_native",
     "encode_python",
-    "make_item",
 ]
 
 #: Pending-item kinds beyond the Event field numbers of :mod:`._event`.
@@ -302,20 +301,18 @@ def _chunks(parts: list[bytes], join: Callable[[list[bytes]], bytes] = b"".join)
 
 
 # ------------------------------------------------------------------ native
-# A run is what one _native.frame_run call frames: gathered with the GIL held (about
-# 20-40 ns an item, plus freeing the previous run's items, ~60-100 ns each), framed
-# without it. Its size bounds the drain's stretches of GIL (with the validation of its
-# summaries, ~50 ns each), which is what a Python-bound trainer waits for: each release
-# costs the drain up to a switch interval (5 ms) to get the GIL back from such a
-# trainer, so smaller runs trade the drain's speed under contention for the trainer's
-# p99 step time.
-_RUN_ITEMS = 256
+# A run is what one _native.frame_run call frames: its slots read with the GIL held
+# (a few ns each: the queue packed everything when the event was added), framed without
+# it. Each release costs the drain up to a switch interval (5 ms) to get the GIL back
+# from a Python-bound trainer, and the trainer a hand-off when it does: so a batch of
+# small events is one run (a batch_bytes batch holds at most ~4 k events), not many.
+_RUN_ITEMS = 1 << 14
 _RUN_BYTES = 1 << 20
 _PROBE_ITEMS = 256  # summaries validated by one protobuf parse
-_FREE_EVERY = 512  # items freed between two offers of the GIL
+_FREE_EVERY = 512  # objects deallocated between two offers of the GIL
 
 
-def _run_is_final(batch: list[Item], probes: list[bytes], meta: list[int], seen: set[str]) -> bool:
+def _run_is_final(batch: Any, probes: list[bytes], meta: list[int], seen: set[str]) -> bool:
     """Whether a run framed in C is what Python would have framed.
 
     Yes unless a summary of it is invalid or has plugin metadata to strip; then
@@ -330,7 +327,7 @@ def _run_is_final(batch: list[Item], probes: list[bytes], meta: list[int], seen:
         before = set(seen)
         check = _event.check_summary
         for index in meta:
-            payload = batch[index][1]
+            payload = batch.item(index)[1]
             try:
                 checked = check(payload, seen)
             except Exception:  # noqa: BLE001 - never expected after validation
@@ -376,32 +373,34 @@ async def _frame_one(
     _frame_python(iter((item,)), 1, seen, out, rejected)
 
 
-async def encode_native(
-    items: MutableSequence[Item], seen_tags: set[str]
-) -> tuple[list[bytes], list[Exception]]:
-    """:func:`encode_python`'s output, framed in C (see the module docstring)."""
-    batch = list(items)
-    items.clear()
+async def encode_native(items: Any, seen_tags: set[str]) -> tuple[list[bytes], list[Exception]]:
+    """:func:`encode_python`'s output, framed in C (see the module docstring).
+
+    ``items``: a ``_native.Batch`` (what ``_native.PendingQueue.take`` gives the drain)
+    or a sequence of items, which is emptied.
+    """
+    if isinstance(items, _native.Batch):
+        batch = items
+    else:
+        batch = _native.batch_of(items)
+        items.clear()
     out: list[bytes] = []
     rejected: list[Exception] = []
     frame_run = _native.frame_run
-    index, stop, done = 0, len(batch), 0
+    index, stop = 0, len(batch)
     while index < stop:
-        # Also frees batch[done:index], the items finished since the last run.
-        chunk, end, probes, meta = frame_run(
-            batch, index, done, _RUN_ITEMS, _RUN_BYTES, _PROBE_ITEMS
-        )
-        done = index
+        chunk, end, probes, meta = frame_run(batch, index, _RUN_ITEMS, _RUN_BYTES, _PROBE_ITEMS)
         if end > index:
             if (not probes and not meta) or _run_is_final(batch, probes, meta, seen_tags):
                 out.append(chunk)
             else:
-                _frame_python(iter(batch[index:end]), end - index, seen_tags, out, rejected)
+                run = map(batch.item, range(index, end))
+                _frame_python(run, end - index, seen_tags, out, rejected)
             index = end
         else:
-            await _frame_one(batch[index], seen_tags, out, rejected)
+            await _frame_one(batch.item(index), seen_tags, out, rejected)
             index += 1
-    _native.release(batch, _FREE_EVERY)
+    batch.release(_FREE_EVERY)
     return _chunks(out, _native.join), rejected
 
 
@@ -428,10 +427,3 @@ except ImportError as _missing:  # built without a C compiler: the pure-Python e
 IMPLEMENTATION = "native" if _native is not None and not _pure_python_forced() else "python"
 #: ``encode(items, seen_tags) -> (chunks, rejected errors)``: the active implementation.
 encode = encode_native if IMPLEMENTATION == "native" else encode_python
-#: ``make_item(kind, payload, step, wall_time, size)``: a pending item that the cyclic
-#: GC does not track (``_native.item``), or None (pure Python: a plain tuple). Items
-#: wait in the queue for the drain; tracked, each of the trainer's GC collections
-#: walked every one of them (the p99 step of a Python-bound trainer loop: 2.5x).
-make_item: Callable[[int, Any, int, float, int], Item] | None = (
-    _native.item if IMPLEMENTATION == "native" else None
-)

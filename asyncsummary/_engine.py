@@ -2,15 +2,16 @@
 
 Guarantees (each one is tested in ``tests/test_core_engine.py`` and ``tests/test_faults_*.py``):
 
-* **Cheap, never-waiting adds.** The caller's side appends one tuple to a deque under a
-  lock and adds its size to a counter. No syscall, no parsing, no serialization, no
+* **Cheap, never-waiting adds.** The caller's side appends the event to a queue
+  (:mod:`._pending`: one atomic C call with the native encoder) and adds its size to a
+  counter. No syscall, no parsing, no serialization, no
   wake-up of the loop per event: the loop is woken only when the pending bytes cross
   ``batch_bytes``, by the ``flush_secs`` timer, and by ``flush``/``close``.
 * **Bounded memory.** The events a writer holds, those waiting in the deque *and* the
   batch the drain took off it and is writing, never exceed ``max_pending_bytes`` (each
   event counted as its payload plus :data:`ITEM_OVERHEAD`): a batch keeps its room, and
   room for the copies framing makes of it, until the sink took all of its bytes
-  (:func:`_reserved_for`). When the bound is reached the policy decides:
+  (:func:`._pending.reserved_for`). When the bound is reached the policy decides:
   ``block`` (default: wait for room, at most ``block_timeout`` seconds, then
   :class:`PendingLimitError`), ``drop_oldest``, ``drop_newest`` (both counted in
   ``stats().dropped``) or ``raise``.
@@ -40,20 +41,18 @@ Guarantees (each one is tested in ``tests/test_core_engine.py`` and ``tests/test
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import dataclasses
 import enum
 import itertools
-import operator
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from . import _encoder, _event, _registry
+from . import _encoder, _event, _pending, _registry
 from ._encoder import DEFERRED, RAW_EVENT, SCALAR  # noqa: F401 - the item kinds, for _writer
 from ._errors import (
     AsyncSummaryError,
@@ -100,10 +99,9 @@ class _State(enum.Enum):
     FORKED = "forked"  # inherited by a forked child; starts on first add
 
 
-# add()'s test, as a module global: an Enum member read from its class costs about
+# The gate's test, as a module global: an Enum member read from its class costs about
 # 70 ns on Python 3.11 (a descriptor call), a global about 10.
 _OPEN = _State.OPEN
-_make_item = _encoder.make_item
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +186,7 @@ class WriterEngine:
         self._fsync = fsync
         self._block_timeout = block_timeout
         # At most a quarter of the bound: a batch being written keeps room for itself
-        # and its copies (_reserved_for), and the queue keeps at least a quarter.
+        # and its copies (_pending.reserved_for), and the queue keeps at least a quarter.
         self._batch_bytes = max(1, min(batch_bytes, max_pending_bytes // 4))
         self._max_file_bytes = max_file_bytes
         self.close_timeout = close_timeout  #: what the exit's close gives this writer
@@ -204,21 +202,28 @@ class WriterEngine:
         # that is inside add() with the lock held (see _wait).
         self._lock = threading.RLock()
         self._space = threading.Condition(self._lock)
-        self._pending: collections.deque[tuple[int, Any, int, float, int]] = collections.deque()
-        self._pending_bytes = 0  # accounted bytes of the events in the deque
-        # Room for the deque: max_pending_bytes less what the drain holds for the batch
-        # it took off the deque (see _write_pending), given back once the batch is
-        # written. add() compares with it alone.
-        self._room = self._max_pending
+        # The pending events, their accounted bytes (queue.bytes), the count ever added
+        # (queue.added: the sequence number of the last, and stats().queued) and the
+        # room (queue.room): max_pending_bytes less what the drain holds for the batch
+        # it took off the queue (see _write_pending), given back once it is written.
+        # queue.open is the gate of the fast path: True only while the writer is open
+        # with no error to report (_set_gate); every other add goes to _add_slow.
+        self._queue = _pending.new_queue(
+            self._max_pending,
+            self._batch_bytes,
+            ITEM_OVERHEAD,
+            self._wake,
+            self._add_slow,
+            self._lock,
+            self._closed_during_add,
+        )
+        self.add = self._queue.add
+        self.add_scalar = self._queue.add_scalar
         self._in_flight_events = 0
         self._in_flight_bytes = 0  # accounted bytes of the batch being written
         self._peak_pending = 0
-        # Sequence number of the last appended event, which is also the count of events
-        # accepted (stats().queued): every accepted event is appended, once.
-        self._added = 0
         self._dropped = self._lost = self._rejected = 0
         self._blocked = 0
-        self._wake_sent = False
         self._flush_requested = False  # request_flush() asked; the loop clears it
         self._request_poll_at = 0.0  # monotonic time the loop looks at that flag by itself
         self._report: AsyncSummaryError | None = None  # raised once on the next add
@@ -250,6 +255,7 @@ class WriterEngine:
     def _start(self) -> None:
         self._loop = get_loop()
         self._state = _State.OPEN
+        self._set_gate()
         self._task_done = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
         _registry.register(self)
 
@@ -259,6 +265,18 @@ class WriterEngine:
         self._files = []
         self._seen_tags = set()
         self._state = _State.FORKED
+        self._set_gate()
+
+    def _set_gate(self) -> None:
+        """Open the fast path of add only while the writer is open with nothing to report.
+
+        Called after every change of ``_state`` or ``_report``; a gate left closed by
+        an interrupt between the two is only slower (the slow path sets it again).
+        """
+        self._queue.open = self._state is _OPEN and self._report is None
+
+    def _wake(self) -> None:
+        self._loop.call_soon_threadsafe(self._wakeup.set)
 
     @property
     def logdir(self) -> str:
@@ -274,58 +292,56 @@ class WriterEngine:
         return self._state is _State.CLOSED
 
     # ------------------------------------------------------------ caller side
-    def add(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> None:
-        """Queue one event. ``size`` is the payload's byte count.
+    #: ``add(kind, payload, step, wall_time, size)``: queue one event (``size``: its
+    #: payload's byte count). The queue's own method (see :mod:`._pending`): atomic for
+    #: other threads and signal handlers; what it cannot do goes to :meth:`_add_slow`.
+    add: Callable[[int, Any, int, float, int], None]
+    #: ``add_scalar(tag, value, step, wall_time, size)``: ``add(SCALAR, (tag, value), ...)``.
+    add_scalar: Callable[[str, float, int, float, int], None]
+
+    def _add_slow(self, kind: int, payload: Any, step: int, wall_time: float, size: int) -> None:
+        """An add the queue's fast path could not do: the writer is not open, an error
+        is to be reported, or the event does not fit.
 
         Python runs a signal handler (and raises its KeyboardInterrupt) in the main
         thread between bytecodes, at the few that check for it: function entry, loop
         back-edges and returns from calls. So the lock is taken by ``with`` (never
         ``acquire()`` then ``try``: an interrupt between those two once left the lock
         held and every writer of the process stopped), and each change of the queue's
-        state puts every counter first and the one call that commits it last: an
-        interrupt finds either none of the change or all of it.
+        state is one call of the queue's: an interrupt finds either none of the
+        change or all of it.
         """
         size += ITEM_OVERHEAD
         with self._lock:
-            slow = (
-                self._state is not _OPEN
-                or self._report is not None
-                or self._pending_bytes + size > self._room
-            )
-            if slow and not self._make_room(size):
-                return
-            if _make_item is None:
-                item = (kind, payload, step, wall_time, size)
-            else:  # untracked by the GC (see _encoder.make_item)
-                item = _make_item(kind, payload, step, wall_time, size)
-            self._pending_bytes += size
-            self._added += 1
-            self._pending.append(item)
+            queue = self._queue
+            drop_oldest = self._policy is Policy.DROP_OLDEST
+            while True:
+                if not self._make_room(size):
+                    return
+                dropped = queue.put(kind, payload, step, wall_time, size, drop_oldest)
+                if dropped >= 0:
+                    break
+                # Another thread's add took the room meanwhile (its fast path takes no lock).
+            self._dropped += dropped
             if self._state is not _OPEN:
-                self._closed_during_add(item)
-            if self._pending_bytes >= self._batch_bytes and not self._wake_sent:
-                self._wake_sent = True
-                self._loop.call_soon_threadsafe(self._wakeup.set)
-            if slow:
-                self._raise_report()
+                self._closed_during_add(queue.added)
+            self._set_gate()
+            self._raise_report()
 
-    def _closed_during_add(self, item: tuple[int, Any, int, float, int]) -> None:
+    def _closed_during_add(self, seq: int) -> None:
         """A signal handler closed the writer while this thread was inside ``add``.
 
         (The lock is reentrant, so a handler's ``close()`` runs; see :meth:`_wait`.) If
-        the close finished before this event was appended, nothing will ever write it:
-        take it back and say so, so that it is not counted as added. If it was appended
-        before, the close wrote it.
+        the close finished before this event (the ``seq``-th) was taken by the drain,
+        nothing will ever write it: take it back and say so, so that it is not counted
+        as added. If the drain took it before, the close wrote it.
         """
-        if self._pending and self._pending[-1] is item:
-            self._pending_bytes -= item[4]
-            self._added -= 1
-            self._pending.pop()
+        if self._state is not _OPEN and self._queue.unappend(seq):
             raise WriterClosedError(f"writer for {self._display!r} was closed during this add")
 
     def _make_room(self, size: int) -> bool:
         """The rare cases of :meth:`add`, with the lock held, before its event is
-        appended. Returns False when the event is dropped (``drop_newest``).
+        appended (by :meth:`_add_slow`). Returns False when the event is dropped (``drop_newest``).
 
         Which errors mean what: ``WriterClosedError``, ``ValueError`` and
         ``PendingLimitError`` mean this event was not queued. A stored ``WriteError``
@@ -342,7 +358,7 @@ class WriterEngine:
                 f"event of {size - ITEM_OVERHEAD} bytes does not fit in max_pending_bytes="
                 f"{self._max_pending}; raise max_pending_bytes to log it"
             )
-        if self._pending_bytes + size > self._room:
+        if not self._queue.fits(size):
             if self._policy is Policy.BLOCK:
                 self._wait_for_room(size)
             elif self._policy is Policy.DROP_NEWEST:
@@ -350,13 +366,11 @@ class WriterEngine:
                 self._raise_report()
                 return False
             elif self._policy is Policy.DROP_OLDEST:
-                # The batch being written cannot be dropped: an event larger than the
-                # room beside it (max_pending_bytes less what the batch reserved, see
-                # _reserved_for) is still taken.
-                while self._pending and self._pending_bytes + size > self._room:
-                    self._dropped += 1  # counters first, the popleft() last (see add)
-                    self._pending_bytes -= self._pending[0][4]
-                    self._pending.popleft()
+                # queue.put drops the oldest until it fits. The batch being written
+                # cannot be dropped: an event larger than the room beside it
+                # (max_pending_bytes less what the batch reserved, see
+                # _pending.reserved_for) is still taken.
+                pass
             else:
                 raise PendingLimitError(
                     f"{self._held_bytes()} bytes pending, max_pending_bytes={self._max_pending}"
@@ -367,6 +381,7 @@ class WriterEngine:
         """Raise the stored error, if any, once this add's own event is dealt with."""
         if self._report is not None:
             error, self._report = self._report, None
+            self._set_gate()
             raise error
 
     def _wait_for_room(self, size: int) -> None:
@@ -375,10 +390,10 @@ class WriterEngine:
         deadline = time.monotonic() + self._block_timeout
         self._blocked += 1
         try:
-            while self._pending_bytes + size > self._room:
-                if not self._wake_sent:
-                    self._wake_sent = True
-                    self._loop.call_soon_threadsafe(self._wakeup.set)
+            while not self._queue.fits(size):
+                if not self._queue.wake_sent:
+                    self._queue.wake_sent = True
+                    self._wake()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise PendingLimitError(
@@ -440,6 +455,7 @@ class WriterEngine:
             if self._state is _State.FORKED:  # a child that never wrote has no file
                 return
             error, self._report = self._report, None
+            self._set_gate()
             if error is None:
                 if self._flush_requested:
                     return
@@ -468,14 +484,15 @@ class WriterEngine:
         self._raise_pending_report()
 
     def _held_bytes(self) -> int:
-        """Accounted bytes of every event not written yet: the deque and the batch."""
-        return self._pending_bytes + self._in_flight_bytes
+        """Accounted bytes of every event not written yet: the queue and the batch."""
+        return self._queue.bytes + self._in_flight_bytes
 
     def stats(self) -> WriterStats:
         with self._lock:
-            pending_events = len(self._pending) + self._in_flight_events
+            pending_events = len(self._queue) + self._in_flight_events
             pending_bytes = self._held_bytes()
-            queued, dropped, lost, rejected = self._added, self._dropped, self._lost, self._rejected
+            queued, dropped = self._queue.added, self._dropped
+            lost, rejected = self._lost, self._rejected
             peak = self._peak_pending = max(self._peak_pending, pending_bytes)
         return WriterStats(
             queued=queued,
@@ -500,11 +517,12 @@ class WriterEngine:
                 raise WriterClosedError(f"writer for {self._display!r} is closed")
             if self._state is _State.FORKED:  # a child that never wrote has no file
                 return None
-            return self._added
+            return self._queue.added
 
     def _raise_pending_report(self) -> None:
         with self._lock:
             error, self._report = self._report, None
+            self._set_gate()
         if error is not None:
             raise error
 
@@ -520,6 +538,7 @@ class WriterEngine:
         with self._lock:
             if self._state is not _State.CLOSED:
                 self._close_owed = self._state is _State.OPEN
+                self._queue.open = False  # first: no add gets past the gate after this
                 self._state = _State.CLOSED
             future = None
             if self._close_owed:
@@ -594,6 +613,7 @@ class WriterEngine:
                 with self._lock:
                     if self._report is error:
                         self._report = None
+                        self._set_gate()
 
     def timeout_error(self, what: str, timeout: float) -> FlushTimeoutError:
         stats = self.stats()
@@ -665,7 +685,7 @@ class WriterEngine:
                 if timer_due:
                     next_timer = loop.time() + self._flush_secs
                 self._settle_waiters()
-                if self._closing and not self._pending and self._out is None:
+                if self._closing and not self._queue and self._out is None:
                     break
         await self._close_sink()
         # The drain has ended: no flush may wait on it any more (one that timed out
@@ -675,46 +695,35 @@ class WriterEngine:
 
     async def _write_pending(self) -> None:
         # Write what is pending now, then return to ``_run`` (which flushes and settles
-        # waiters). Looping until the deque is empty would starve flush() and the timer
+        # waiters). Looping until the queue is empty would starve flush() and the timer
         # flush forever when adds keep arriving faster than a slow storage writes.
         #
         # One batch at a time: the drain takes at most ``batch_bytes`` of items (at
-        # least one) from the head of the deque, and their room (and the room of the
-        # copies framing makes, see _reserved_for) is given back only when the sink has
-        # taken all their bytes (_commit_out). So the events the process holds, queued
+        # least one) from the head of the queue, and their room (and the room of the
+        # copies framing makes, see _pending.reserved_for) is given back only when the
+        # sink has taken all their bytes (_commit_out). So the events the process holds, queued
         # or being written, and their copies stay within max_pending_bytes however slow
         # the storage is.
-        # Taking the whole deque at once freed all its room while the drain still held
+        # Taking the whole queue at once freed all its room while the drain still held
         # it, so a slow but moving storage let memory grow to twice the bound and more;
         # freeing a batch's room when it was taken still let it grow by two batches
         # (the items and their framed copy) beyond the bound.
-        entry_seq = self._added
-        batch = self._batch_bytes
+        entry_seq = self._queue.added
         while True:
             if self._out is None and self._done_seq >= entry_seq:
                 return  # what is left was added meanwhile: next wake-up or timer
             if self._out is None:
                 with self._lock:
-                    pending = self._pending
-                    if not pending:
-                        self._wake_sent = False
-                        return
                     self._peak_pending = max(self._peak_pending, self._held_bytes())
-                    items: Any
-                    taken = self._pending_bytes
-                    if taken <= batch:  # all of it: one swap
-                        items, self._pending = pending, collections.deque()
-                    else:
-                        guess = len(pending) * batch // taken
-                        items, taken = _take_batch(pending, guess, batch)
-                    # Counters first, the room last: no room is freed until written.
+                    # One atomic call: the batch, its bytes, the room it keeps, and the
+                    # sequence number of its last event (the queue holds the newest
+                    # events, contiguous up to the last added).
+                    took = self._queue.take(self._batch_bytes, self._max_pending)
+                    if took is None:
+                        return
+                    items, taken, seq = took
                     self._in_flight_events = len(items)
                     self._in_flight_bytes = taken
-                    self._pending_bytes -= taken
-                    self._room = self._max_pending - _reserved_for(items, taken)
-                    self._wake_sent = False
-                    # The deque holds the newest events, contiguous up to the last added.
-                    seq = self._added - len(self._pending)
                 rejected = self._rejected
                 data, count = await self._encode(items)
                 count -= self._rejected - rejected  # stats().written: only what is written
@@ -732,9 +741,7 @@ class WriterEngine:
                 await self._flush_sink()
                 await self._close_sink()
 
-    async def _encode(
-        self, items: collections.deque[tuple[int, Any, int, float, int]]
-    ) -> tuple[list[bytes], int]:
+    async def _encode(self, items: Any) -> tuple[list[bytes], int]:
         """Frame a batch (see :mod:`._encoder`); count and report the rejected events."""
         count = len(items)
         data, rejected = await _encoder.encode(items, self._seen_tags)
@@ -796,7 +803,7 @@ class WriterEngine:
         with self._lock:
             self._peak_pending = max(self._peak_pending, self._held_bytes())
             self._in_flight_events = self._in_flight_bytes = 0
-            self._room = self._max_pending
+            self._queue.room = self._max_pending
             if self._blocked:
                 self._space.notify_all()
 
@@ -844,19 +851,19 @@ class WriterEngine:
             error.__cause__ = cause
         with self._lock:
             self._report = error
+            self._queue.open = False
             if self._blocked:
                 self._space.notify_all()
 
     def _abandon(self, exc: BaseException) -> None:
         """close() failed: count what will never be written."""
         with self._lock:
-            lost = len(self._pending) + self._out_events
-            self._pending.clear()
-            self._pending_bytes = 0
-            self._room = self._max_pending
+            lost = self._queue.clear() + self._out_events
+            self._queue.room = self._max_pending
             self._in_flight_events = self._in_flight_bytes = 0
             self._lost += lost
             self._report = None
+            self._set_gate()
         self._out = None
         self._out_events = 0
         error = WriteError(
@@ -898,44 +905,3 @@ if hasattr(os, "register_at_fork"):
 def _consume_exception(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-def _take_batch(
-    pending: collections.deque[tuple[int, Any, int, float, int]], guess: int, batch: int
-) -> tuple[list[tuple[int, Any, int, float, int]], int]:
-    """Pop one batch off the head of ``pending``: (items, their accounted bytes).
-
-    As many items as fit in ``batch`` bytes, and at least one. Called with the lock
-    held, so it pops ``guess`` items (the count that fills a batch at the deque's mean
-    event size) in one go and corrects the count item by item, instead of testing
-    every item's size in a Python loop.
-    """
-    popleft = pending.popleft
-    items = list(itertools.starmap(popleft, itertools.repeat((), min(max(guess, 1), len(pending)))))
-    taken = sum(map(_size_of, items))
-    while taken > batch and len(items) > 1:
-        item = items.pop()
-        pending.appendleft(item)
-        taken -= item[4]
-    while pending and taken + pending[0][4] <= batch:
-        item = popleft()
-        items.append(item)
-        taken += item[4]
-    return items, taken
-
-
-_size_of = operator.itemgetter(4)
-
-
-def _reserved_for(items: Sequence[tuple[int, Any, int, float, int]], taken: int) -> int:
-    """The room a batch of ``taken`` accounted bytes keeps until it is written.
-
-    The drain copies a batch of small events while it frames them: into the buffer it
-    writes, and for a moment into one more (their summaries, checked by one protobuf
-    parse). A batch of several events keeps room for itself and both copies, so the
-    memory the process holds for a writer stays within ``max_pending_bytes``, and the
-    allocator's slack within one batch more (``benchmarks/memory.py``). A lone event
-    keeps only its own room: if large, it is written from the caller's own bytes object,
-    never copied (payloads over 64 KiB, see ``_encoder``); if small, its copies are small.
-    """
-    return taken if len(items) == 1 else 3 * taken

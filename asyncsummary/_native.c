@@ -10,33 +10,22 @@
  *             data, uint32 masked_crc32c(data)
  *   masked(crc) = ((crc >> 15) | (crc << 17)) + 0xA282EAD8  (mod 2**32), CRC-32C.
  *
- * frame_run() gathers a run of plain pending items with the GIL held (pointers into
- * their bytes/str objects, which the caller's list keeps alive), then builds, frames
- * and CRCs the whole run into one bytes object with the GIL released. Anything unusual ends the run, and Python handles
- * that one item: this file never raises for bad input, it declines it.
+ * frame_run() reads a run of plain slots of a Batch (see _native.h and _queue.c) with
+ * the GIL held, then builds, frames and CRCs the whole run into one bytes object with
+ * the GIL released. Anything unusual ends the run, and Python handles that one item:
+ * this file never raises for bad input, it declines it.
  *
  * CRC-32C: SSE4.2's crc32 instruction where the CPU has it (checked at import), on
  * three interleaved streams for buffers of 192 bytes or more, a slicing-by-8 table
  * otherwise.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_native.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 
-#if PY_VERSION_HEX < 0x030B0000
-#define PyFloat_Pack4 _PyFloat_Pack4
-#define PyFloat_Pack8 _PyFloat_Pack8
-#endif
-
-/* Item kinds: see _encoder.py. */
-#define KIND_RAW_EVENT 0
-#define KIND_SUMMARY 5
-#define KIND_SCALAR 100
-/* Payloads up to this size are framed here; larger ones stay their own bytes object. */
-#define SMALL_MAX (64 * 1024)
 
 /* ----------------------------------------------------------------- CRC-32C */
 static uint32_t crc_table[8][256];
@@ -321,63 +310,21 @@ typedef struct {
     uint8_t f32[4];      /* scalars: the value, little-endian float */
 } desc_t;
 
-/* Fills `d` from one pending item; 0 (no exception set) when Python must handle it. */
-static int gather(PyObject *item, desc_t *d) {
-    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 5) return 0;
-    PyObject *kind_o = PyTuple_GET_ITEM(item, 0), *payload = PyTuple_GET_ITEM(item, 1);
-    PyObject *step_o = PyTuple_GET_ITEM(item, 2), *wall_o = PyTuple_GET_ITEM(item, 3);
-    if (!PyLong_CheckExact(kind_o) || !PyLong_CheckExact(step_o) || !PyFloat_CheckExact(wall_o))
-        return 0;
-    int overflow = 0;
-    long kind = PyLong_AsLongAndOverflow(kind_o, &overflow);
-    if (overflow) return 0;
-    long long step = PyLong_AsLongLongAndOverflow(step_o, &overflow);
-    if (overflow) return 0;
-    if (kind == KIND_SCALAR) {
-        if (!PyTuple_CheckExact(payload) || PyTuple_GET_SIZE(payload) != 2) return 0;
-        PyObject *tag = PyTuple_GET_ITEM(payload, 0), *value = PyTuple_GET_ITEM(payload, 1);
-        if (!PyUnicode_CheckExact(tag) || !PyFloat_CheckExact(value)) return 0;
-        Py_ssize_t n;
-        const char *utf8 = PyUnicode_AsUTF8AndSize(tag, &n);
-        if (utf8 == NULL) {
-            PyErr_Clear(); /* e.g. a lone surrogate: Python rejects it */
-            return 0;
-        }
-        if (n > SMALL_MAX) return 0;
-        double v = PyFloat_AS_DOUBLE(value);
-        if (PyFloat_Pack4(v, (char *)d->f32, 1) < 0) {
-            PyErr_Clear(); /* beyond float32's range: an infinity, as _event.float32 */
-            if (PyFloat_Pack4(copysign(INFINITY, v), (char *)d->f32, 1) < 0) {
-                PyErr_Clear();
-                return 0;
-            }
-        }
+/* Fills `d` from one slot (see _native.h); 0 when Python must handle it. Pure C:
+ * what needed Python (packing the floats, checking types) was done when it was queued. */
+static int gather(const slot_t *s, desc_t *d) {
+    if (!s->plain) return 0;
+    d->data = s->data;
+    d->len = s->len;
+    memcpy(d->wall, s->wall, 8);
+    if (s->kind == KIND_SCALAR) {
+        memcpy(d->f32, s->f32, 4);
         d->what = D_SCALAR;
-        d->data = (const uint8_t *)utf8;
-        d->len = (uint32_t)n;
     } else {
-        if (!PyBytes_CheckExact(payload)) return 0;
-        Py_ssize_t n = PyBytes_GET_SIZE(payload);
-        d->data = (const uint8_t *)PyBytes_AS_STRING(payload);
-        d->len = (uint32_t)n;
-        if (kind == KIND_RAW_EVENT) {
-            if (n >= SMALL_MAX) return 0; /* stays its own chunk */
-            d->what = D_RAW;
-        } else if (kind == KIND_SUMMARY) {
-            if (n > SMALL_MAX) return 0; /* checked alone, framed by parts */
-            d->what = D_FIELD;
-        } else if (kind >= 3 && kind <= 9) {
-            if (n >= SMALL_MAX) return 0;
-            d->what = D_FIELD;
-        } else {
-            return 0;
-        }
-        d->field_tag = (uint8_t)((kind << 3) | 2);
+        d->what = s->kind == KIND_RAW_EVENT ? D_RAW : D_FIELD;
+        d->field_tag = (uint8_t)((s->kind << 3) | 2);
     }
-    if (PyFloat_Pack8(PyFloat_AS_DOUBLE(wall_o), (char *)d->wall, 1) < 0) {
-        PyErr_Clear();
-        return 0;
-    }
+    int64_t step = s->step;
     if (step) {
         d->step[0] = 0x10;
         d->step_len = (uint8_t)(put_varint(d->step + 1, (uint64_t)step) - d->step);
@@ -447,34 +394,26 @@ static inline int is_summary(const desc_t *d) {
 }
 
 PyDoc_STRVAR(frame_run_doc,
-"frame_run(items, start, done, max_items, max_bytes, probe_items) -> (chunk, stop, probes, meta)\n\n"
-"First replace items[done:start] (finished) by None, freeing them. Then frame items[start:stop] (pending items, see _encoder) as TFRecords in one bytes\n"
-"object, stop being where the run ended: the first item this function leaves to\n"
-"Python, the end, max_items, or where max_bytes of output is reached (at least one\n"
-"item is taken when any can be). The GIL is held while gathering (keep max_items to\n"
-"some tens of microseconds of that) and released while framing. probes: the run's summaries as Event-shaped bytes\n"
-"(0x2A, length, summary, ...) in pieces of at most probe_items, for protobuf to\n"
-"validate; meta: indices of the summaries that hold plugin metadata (or may).\n"
-"chunk is None when stop == start.");
+"frame_run(batch, start, max_items, max_bytes, probe_items) -> (chunk, stop, probes, meta)\n\n"
+"Frame batch[start:stop]\n"
+"(a Batch, see PendingQueue.take) as TFRecords in one bytes object, stop being where\n"
+"the run ended: the first item this function leaves to Python, the end, max_items, or\n"
+"where max_bytes of output is reached (at least one item is taken when any can be).\n"
+"The GIL is held while reading the slots (some nanoseconds each) and released while\n"
+"framing. probes: the run's summaries as Event-shaped bytes (0x2A, length, summary,\n"
+"...) in pieces of at most probe_items, for protobuf to validate; meta: indices of\n"
+"the summaries that hold plugin metadata (or may). chunk is None when stop == start.");
 
 static PyObject *frame_run(PyObject *self, PyObject *args) {
-    PyObject *items;
-    Py_ssize_t start, done, max_items, max_bytes, probe_items;
-    if (!PyArg_ParseTuple(args, "O!nnnnn", &PyList_Type, &items, &start, &done, &max_items,
-                          &max_bytes, &probe_items))
+    BatchObject *batch;
+    Py_ssize_t start, max_items, max_bytes, probe_items;
+    if (!PyArg_ParseTuple(args, "O!nnnn", &Batch_Type, &batch, &start, &max_items, &max_bytes,
+                          &probe_items))
         return NULL;
     if (probe_items < 1) probe_items = 1;
-    Py_ssize_t n = PyList_GET_SIZE(items);
-    if (start < 0 || start > n || done < 0 || done > start)
-        return PyErr_Format(PyExc_IndexError, "start or done out of range");
-    /* Free the items finished since the last call in the same stretch of GIL as this
-     * gather: one stretch per run, not two. */
-    for (Py_ssize_t i = done; i < start; i++) {
-        PyObject *old = PyList_GET_ITEM(items, i);
-        Py_INCREF(Py_None);
-        PyList_SET_ITEM(items, i, Py_None);
-        Py_DECREF(old);
-    }
+    Py_ssize_t n = batch->n;
+    if (start < batch->freed || start > n)
+        return PyErr_Format(PyExc_IndexError, "start out of range");
     if (max_items < 1) max_items = 1;
     if (n - start > max_items) n = start + max_items;
     Py_ssize_t room = n - start;
@@ -489,7 +428,7 @@ static PyObject *frame_run(PyObject *self, PyObject *args) {
     Py_ssize_t count = 0, total = 0, n_pieces = 0, in_piece = 0;
     while (start + count < n) {
         desc_t *d = &descs[count];
-        if (!gather(PyList_GET_ITEM(items, start + count), d)) break;
+        if (!gather(&batch->slots[start + count], d)) break;
         Py_ssize_t size = 16 + (Py_ssize_t)d->event_len;
         if (count && total + size > max_bytes) break;
         total += size;
@@ -605,30 +544,11 @@ static PyObject *frame_large(PyObject *self, PyObject *args) {
 
 /* Gives the GIL to a thread that waits for it: a bare release and take-back would
  * mostly take it right back (the waiter is still waking up). Sleeps the timer slack. */
-static void offer_gil(void) {
+void offer_gil(void) {
     struct timespec pause = {0, 1000};
     Py_BEGIN_ALLOW_THREADS
     nanosleep(&pause, NULL);
     Py_END_ALLOW_THREADS
-}
-
-PyDoc_STRVAR(release_doc,
-"release(items, offer_every) -> None\n\n"
-"Empty the list items from its end, offering the GIL every offer_every items, so\n"
-"that freeing a big batch never holds the GIL in one long stretch.");
-
-static PyObject *release(PyObject *self, PyObject *args) {
-    PyObject *items;
-    Py_ssize_t offer_every;
-    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &items, &offer_every)) return NULL;
-    if (offer_every < 1) offer_every = 1;
-    Py_ssize_t n;
-    while ((n = PyList_GET_SIZE(items)) > 0) {
-        Py_ssize_t lo = n > offer_every ? n - offer_every : 0;
-        if (PyList_SetSlice(items, lo, n, NULL) < 0) return NULL;
-        if (lo) offer_gil();
-    }
-    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(join_doc,
@@ -676,51 +596,11 @@ static PyObject *crc32c_py(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(crc);
 }
 
-PyDoc_STRVAR(item_doc,
-"item(kind, payload, step, wall_time, size) -> tuple\n\n"
-"The pending item (kind, payload, step, wall_time, size), as a tuple the cyclic\n"
-"garbage collector does not track when it cannot be part of a cycle: its parts\n"
-"are ints, floats, str, bytes, None, or a (str, float) scalar payload, itself\n"
-"untracked. Items wait in the queue until the drain frees them; tracked, every\n"
-"collection of the trainer's (each few hundred allocations) walked them all.");
-
-/* An object that holds no reference to any other object a cycle could run through. */
-static inline int is_atom(PyObject *o) {
-    return PyLong_CheckExact(o) || PyFloat_CheckExact(o) || PyUnicode_CheckExact(o) ||
-           PyBytes_CheckExact(o) || o == Py_None;
-}
-
-static PyObject *item(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5) {
-        PyErr_Format(PyExc_TypeError, "item() takes 5 arguments (%zd given)", nargs);
-        return NULL;
-    }
-    PyObject *tuple = PyTuple_New(5);
-    if (tuple == NULL) return NULL;
-    int atoms = 1;
-    for (Py_ssize_t i = 0; i < 5; i++) {
-        PyObject *o = args[i];
-        Py_INCREF(o);
-        PyTuple_SET_ITEM(tuple, i, o);
-        if (is_atom(o)) continue;
-        if (i == 1 && PyTuple_CheckExact(o) && PyTuple_GET_SIZE(o) == 2 &&
-            is_atom(PyTuple_GET_ITEM(o, 0)) && is_atom(PyTuple_GET_ITEM(o, 1))) {
-            if (PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
-            continue;
-        }
-        atoms = 0;
-    }
-    if (atoms) PyObject_GC_UnTrack(tuple);
-    return tuple;
-}
-
 static PyMethodDef methods[] = {
     {"frame_run", frame_run, METH_VARARGS, frame_run_doc},
     {"frame_large", frame_large, METH_VARARGS, frame_large_doc},
-    {"release", release, METH_VARARGS, release_doc},
     {"join", join, METH_VARARGS, join_doc},
     {"crc32c", crc32c_py, METH_VARARGS, crc32c_doc},
-    {"item", (PyCFunction)(void (*)(void))item, METH_FASTCALL, item_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -743,7 +623,7 @@ PyMODINIT_FUNC PyInit__native(void) {
 #endif
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddStringConstant(m, "CRC32C", crc32c_name) < 0) {
+    if (PyModule_AddStringConstant(m, "CRC32C", crc32c_name) < 0 || queue_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -20,7 +20,6 @@ from ._engine import (
     DEFERRED,
     ITEM_OVERHEAD,
     RAW_EVENT,
-    SCALAR,
     Policy,
     WriterEngine,
     WriterStats,
@@ -314,7 +313,7 @@ class AsyncSummaryWriter:
         # The common arguments (an in-range int step, no walltime) skip the helpers' calls.
         step = global_step if type(global_step) is int and _INT64_MIN <= global_step <= _INT64_MAX else _step(global_step)
         wall_time = time.time() if walltime is None else _wall_time(walltime)
-        self._engine.add(SCALAR, (tag, value), step, wall_time, len(tag) * 4 + 8)
+        self._engine.add_scalar(tag, value, step, wall_time, len(tag) * 4 + 8)
 
     def add_event(self, event: Any, step: Any = None, walltime: Any = None) -> None:
         """Queue a whole ``Event`` proto, as it is (TF's ``add_event(event)``).

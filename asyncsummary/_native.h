@@ -1,0 +1,61 @@
+/* asyncsummary._native's shared declarations: a pending event as C holds it.
+ *
+ * _queue.c keeps the writer's pending events (the caller's side) as slots, and hands the
+ * drain batches of them; _native.c frames a batch's slots. A slot holds no Python object
+ * of its own making for the usual events: a scalar is its tag (the caller's str) and C
+ * numbers, a summary its payload (the caller's bytes). So queueing an event allocates
+ * nothing the GC sees, and the drain frees almost nothing while it holds the GIL.
+ */
+#ifndef ASYNCSUMMARY_NATIVE_H
+#define ASYNCSUMMARY_NATIVE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* Item kinds: see _encoder.py. */
+#define KIND_RAW_EVENT 0
+#define KIND_SUMMARY 5
+#define KIND_SCALAR 100
+/* Payloads up to this size are framed in C; larger ones stay their own bytes object. */
+#define SMALL_MAX (64 * 1024)
+
+typedef struct {
+    /* Owned. plain: the payload (bytes) or, for a scalar, its tag (str); otherwise the
+     * whole pending item (kind, payload, step, wall_time, size), which Python frames. */
+    PyObject *obj;
+    const uint8_t *data; /* plain: the payload's bytes or the tag's UTF-8, inside obj */
+    double value;        /* scalars: the value */
+    int64_t step;
+    Py_ssize_t size; /* accounted bytes (see _engine.ITEM_OVERHEAD) */
+    uint32_t len;    /* of data */
+    int32_t kind;
+    /* plain: packed when queued, so that framing needs no Python API (nor the GIL) */
+    uint8_t wall[8]; /* the wall time, little-endian double */
+    uint8_t f32[4];  /* scalars: the value, little-endian float (inf beyond its range) */
+    uint8_t plain;
+} slot_t;
+
+/* Fills *s from one item's parts (new references in s->obj); -1 with an exception set
+ * only when out of memory. An item C cannot frame becomes a non-plain slot. */
+int slot_fill(slot_t *s, PyObject *kind, PyObject *payload, PyObject *step, PyObject *wall,
+              Py_ssize_t size);
+/* The item (kind, payload, step, wall_time, size) of a slot: a new reference. */
+PyObject *slot_item(const slot_t *s);
+
+/* A batch the drain took off a queue: slots[freed:n] are still held. */
+typedef struct {
+    PyObject_HEAD
+    slot_t *slots;
+    Py_ssize_t n;
+    Py_ssize_t freed;
+} BatchObject;
+
+extern PyTypeObject Batch_Type;
+
+/* Gives the GIL to a thread that waits for it (see _native.c). */
+void offer_gil(void);
+/* Adds PendingQueue, Batch and batch_of to the module; -1 on error. */
+int queue_init(PyObject *module);
+
+#endif
