@@ -1,9 +1,10 @@
 """The drain's batch encoder: pending items in, framed event-file bytes out.
 
-One job: turn a batch of pending items ``(kind, payload, step, wall_time, size)``, in
-call order, into the TFRecord-framed bytes of their ``Event`` messages (see
-:mod:`._event` and :mod:`._records` for the formats), plus the errors of the items
-that were rejected, in call order. The engine writes the bytes and reports the errors.
+One job: turn a batch of pending items ``(kind, payload, step, wall_time, size)`` (or
+the C queue's slots of them), in call order, into the TFRecord-framed bytes of their
+``Event`` messages (see :mod:`._event` and :mod:`._records` for the formats), plus the
+errors of the items that were rejected, in call order. The engine writes the bytes and
+reports the errors.
 
 Kinds (the first element of an item):
 
@@ -19,7 +20,8 @@ Kinds (the first element of an item):
 Two implementations with byte-identical output (tested on random batches):
 
 * ``native``: the compiled ``asyncsummary._native`` (a small C extension, built by
-  ``pip install``) gathers a run of plain items with the GIL held, then builds the
+  ``pip install``) reads a run of plain slots of a ``Batch`` (what the C queue of
+  :mod:`._pending` hands the drain) with the GIL held, then builds the
   envelopes, frames them, CRCs them and joins them with the GIL *released*, so a
   Python-bound trainer keeps running while the drain encodes. Python still validates
   summaries (one protobuf parse in C per group, as before) and handles the rare items

@@ -7,7 +7,7 @@ Guarantees (each one is tested in ``tests/test_core_engine.py`` and ``tests/test
   counter. No syscall, no parsing, no serialization, no
   wake-up of the loop per event: the loop is woken only when the pending bytes cross
   ``batch_bytes``, by the ``flush_secs`` timer, and by ``flush``/``close``.
-* **Bounded memory.** The events a writer holds, those waiting in the deque *and* the
+* **Bounded memory.** The events a writer holds, those waiting in the queue *and* the
   batch the drain took off it and is writing, never exceed ``max_pending_bytes`` (each
   event counted as its payload plus :data:`ITEM_OVERHEAD`): a batch keeps its room, and
   room for the copies framing makes of it, until the sink took all of its bytes
@@ -70,9 +70,11 @@ from ._sinks import Sink, SinkFactory
 __all__ = ["ITEM_OVERHEAD", "Policy", "WriterEngine", "WriterStats"]
 
 #: Bytes counted per pending event on top of its payload: what Python really holds for
-#: it (the 5-tuple, its float and int objects, the bytes header, the deque slot, the
-#: allocator's share), about 170-240 bytes measured (benchmarks/memory.py), rounded up.
-#: Counting less let the resident memory of small events grow to 2.3x the bound.
+#: it with the pure-Python queue (the 5-tuple, its float and int objects, the bytes
+#: header, the deque slot, the allocator's share), about 170-240 bytes measured
+#: (benchmarks/memory.py), rounded up; the C queue's 64-byte slots hold less (same count,
+#: so a bound means the same events either way). Counting less let the resident memory of
+#: small events grow to 2.3x the bound.
 ITEM_OVERHEAD = 256
 
 _CLOSE_GRACE = 1.0  # close() waits this much past its timeout for the loop to give up

@@ -25,7 +25,7 @@ import collections
 import itertools
 import operator
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 from typing import Any
 
 from . import _encoder
@@ -132,7 +132,9 @@ class PendingQueue:
             self._items.pop()
             return True
 
-    def take(self, batch_bytes: int, max_pending: int) -> tuple[list[Item], int, int] | None:
+    def take(
+        self, batch_bytes: int, max_pending: int
+    ) -> tuple[MutableSequence[Item], int, int] | None:
         """Detach the drain's next batch: ``(items, their accounted bytes, seq of the last)``.
 
         Items from the head while they fit in ``batch_bytes`` (at least one). The room
@@ -144,9 +146,10 @@ class PendingQueue:
             items = self._items
             if not items:
                 return None
+            batch: MutableSequence[Item]
             taken = self.bytes
             if taken <= batch_bytes:  # all of it: one swap
-                batch, self._items = list(items), collections.deque()
+                batch, self._items = items, collections.deque()
             else:
                 guess = len(items) * batch_bytes // taken
                 batch, taken = _take_batch(items, guess, batch_bytes)

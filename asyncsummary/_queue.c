@@ -452,7 +452,7 @@ PyDoc_STRVAR(q_take_doc,
 "Detach the drain's next batch: events from the head while they fit in batch_bytes\n"
 "(at least one); taken: their accounted bytes; seq: the sequence number of the last\n"
 "of them. The room becomes max_pending less what the batch keeps (itself, and its\n"
-"copies when it holds several events: see _engine._reserved_for). None when empty.\n"
+"copies when it holds several events: see _pending.reserved_for). None when empty.\n"
 "Either way the next add that fills a batch wakes the drain again.");
 
 static PyObject *q_take(QueueObject *q, PyObject *args) {

@@ -72,7 +72,8 @@ def make(implementation: str, room: int = 1 << 30, batch_bytes: int = 1 << 20) -
 
 
 def items_of(batch: Any) -> list[tuple[Any, ...]]:
-    return [batch.item(i) for i in range(len(batch))] if not isinstance(batch, list) else batch
+    """The items of what take() gave: a C Batch, or the Python queue's deque or list."""
+    return [batch.item(i) for i in range(len(batch))] if hasattr(batch, "item") else list(batch)
 
 
 def take_all(queue: Any) -> list[tuple[Any, ...]]:
