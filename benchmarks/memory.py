@@ -206,14 +206,19 @@ def _library_at(ref: str, root: str, into: str) -> None:
             tar.extractall(into, **safe)  # type: ignore[arg-type]
     os.symlink(os.path.join(root, "benchmarks"), os.path.join(into, "benchmarks"))
     here, there = os.path.join(root, "asyncsummary"), os.path.join(into, "asyncsummary")
-    source = "_native.c"
-    if os.path.exists(os.path.join(there, source)):
-        with open(os.path.join(here, source), "rb") as a, open(os.path.join(there, source), "rb") as b:
-            same = a.read() == b.read()
-        if same:  # the same encoder, compiled: compare the engines, not the encoders
-            for name in os.listdir(here):
-                if name.startswith("_native.") and name.endswith(".so"):
-                    shutil.copy(os.path.join(here, name), there)
+    sources = [name for name in ("_native.c", "_queue.c", "_native.h") if os.path.exists(os.path.join(here, name))]
+    if all(_same_file(os.path.join(here, name), os.path.join(there, name)) for name in sources):
+        # The same extension, compiled: compare the engines, not the encoders.
+        for name in os.listdir(here):
+            if name.startswith("_native.") and name.endswith(".so"):
+                shutil.copy(os.path.join(here, name), there)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if not os.path.exists(b):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return fa.read() == fb.read()
 
 
 def run(quick: bool = False, before: str | None = None) -> dict[str, Any]:
