@@ -142,18 +142,10 @@ PyObject *slot_item(const slot_t *s) {
 }
 
 /* ------------------------------------------------------------------- Batch */
-static void batch_free(BatchObject *b, Py_ssize_t to) {
-    /* Each slot is marked free before its decref: a finalizer run by it sees a
-     * consistent batch. */
-    while (b->freed < to) {
-        PyObject *obj = b->slots[b->freed].obj;
-        b->freed++;
-        Py_DECREF(obj);
-    }
-}
-
 /* Frees slots up to `to`, stopping after `budget` of them were the last reference to
- * their object (a real deallocation; a scalar's tag usually is not). How far it got. */
+ * their object (a real deallocation; a scalar's tag usually is not). How far it got.
+ * Each slot is marked free before its decref: a finalizer run by it sees a consistent
+ * batch. */
 static Py_ssize_t batch_free_some(BatchObject *b, Py_ssize_t to, Py_ssize_t budget) {
     while (b->freed < to && budget > 0) {
         PyObject *obj = b->slots[b->freed].obj;
@@ -165,7 +157,7 @@ static Py_ssize_t batch_free_some(BatchObject *b, Py_ssize_t to, Py_ssize_t budg
 }
 
 static void batch_dealloc(BatchObject *b) {
-    batch_free(b, b->n);
+    batch_free_some(b, b->n, PY_SSIZE_T_MAX);
     PyMem_Free(b->slots);
     PyObject_Free(b);
 }
@@ -318,6 +310,20 @@ static void q_detach(QueueObject *q, Py_ssize_t k, slot_t *out) {
     }
     q->head = (q->head + k) & (q->cap ? q->cap - 1 : 0);
     q->count -= k;
+}
+
+/* Drops every queued slot, one at a time, the counters updated before each decref
+ * (which may run Python code: it finds the queue consistent). How many were dropped. */
+static Py_ssize_t q_drop_all(QueueObject *q) {
+    Py_ssize_t k = 0;
+    for (; q->count; k++) {
+        slot_t s = *q_at(q, 0);
+        q->head = (q->head + 1) & (q->cap - 1);
+        q->count--;
+        q->bytes -= s.size;
+        Py_DECREF(s.obj);
+    }
+    return k;
 }
 
 static void free_slots(slot_t *slots, Py_ssize_t k) {
@@ -482,14 +488,7 @@ static PyObject *q_take(QueueObject *q, PyObject *args) {
 PyDoc_STRVAR(q_clear_doc, "clear() -> int: drop every queued event; how many there were.");
 
 static PyObject *q_clear(QueueObject *q, PyObject *unused) {
-    Py_ssize_t k = q->count;
-    slot_t *slots = k ? PyMem_Malloc(sizeof(slot_t) * (size_t)k) : NULL;
-    if (k && slots == NULL) return PyErr_NoMemory();
-    q_detach(q, k, slots);
-    q->bytes = 0;
-    free_slots(slots, k);
-    PyMem_Free(slots);
-    return PyLong_FromSsize_t(k);
+    return PyLong_FromSsize_t(q_drop_all(q));
 }
 
 static Py_ssize_t q_len(QueueObject *q) { return q->count; }
@@ -509,12 +508,7 @@ static int q_clear_refs(QueueObject *q) {
 static void q_dealloc(QueueObject *q) {
     PyObject_GC_UnTrack(q);
     q_clear_refs(q);
-    while (q->count) {
-        PyObject *obj = q_at(q, 0)->obj;
-        q->head = (q->head + 1) & (q->cap - 1);
-        q->count--;
-        Py_DECREF(obj);
-    }
+    q_drop_all(q);
     PyMem_Free(q->slots);
     PyObject_GC_Del(q);
 }
