@@ -101,11 +101,6 @@ class _State(enum.Enum):
     FORKED = "forked"  # inherited by a forked child; starts on first add
 
 
-# The gate's test, as a module global: an Enum member read from its class costs about
-# 70 ns on Python 3.11 (a descriptor call), a global about 10.
-_OPEN = _State.OPEN
-
-
 @dataclasses.dataclass(frozen=True)
 class WriterStats:
     """Counters of one writer, read with ``writer.stats()``."""
@@ -209,7 +204,8 @@ class WriterEngine:
         # room (queue.room): max_pending_bytes less what the drain holds for the batch
         # it took off the queue (see _write_pending), given back once it is written.
         # queue.open is the gate of the fast path: True only while the writer is open
-        # with no error to report (_set_gate); every other add goes to _add_slow.
+        # with no error to report (kept so by _state's and _report's setters); every
+        # other add goes to _add_slow.
         self._queue = _pending.new_queue(
             self._max_pending,
             self._batch_bytes,
@@ -228,8 +224,8 @@ class WriterEngine:
         self._blocked = 0
         self._flush_requested = False  # request_flush() asked; the loop clears it
         self._request_poll_at = 0.0  # monotonic time the loop looks at that flag by itself
-        self._report: AsyncSummaryError | None = None  # raised once on the next add
-        self._state = _State.OPEN
+        self._report_now: AsyncSummaryError | None = None  # raised once on the next add
+        self._state_now = _State.OPEN  # the queue's gate starts open
         # Loop side (touched only on the loop, counters read under the GIL).
         self._written = self._bytes_written = self._flushes = self._write_errors = 0
         self._last_error: BaseException | None = None
@@ -257,7 +253,6 @@ class WriterEngine:
     def _start(self) -> None:
         self._loop = get_loop()
         self._state = _State.OPEN
-        self._set_gate()
         self._task_done = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
         _registry.register(self)
 
@@ -267,15 +262,33 @@ class WriterEngine:
         self._files = []
         self._seen_tags = set()
         self._state = _State.FORKED
+
+    # The fast path of add is open only while the writer is open with nothing to report:
+    # every assignment of _state or _report sets the queue's gate again, closing it
+    # first, so an interrupt inside one leaves it closed at worst (only slower: the slow
+    # path sets it again).
+    @property
+    def _state(self) -> _State:
+        return self._state_now
+
+    @_state.setter
+    def _state(self, state: _State) -> None:
+        self._queue.open = False
+        self._state_now = state
+        self._set_gate()
+
+    @property
+    def _report(self) -> AsyncSummaryError | None:
+        return self._report_now
+
+    @_report.setter
+    def _report(self, error: AsyncSummaryError | None) -> None:
+        self._queue.open = False
+        self._report_now = error
         self._set_gate()
 
     def _set_gate(self) -> None:
-        """Open the fast path of add only while the writer is open with nothing to report.
-
-        Called after every change of ``_state`` or ``_report``; a gate left closed by
-        an interrupt between the two is only slower (the slow path sets it again).
-        """
-        self._queue.open = self._state is _OPEN and self._report is None
+        self._queue.open = self._state_now is _State.OPEN and self._report_now is None
 
     def _wake(self) -> None:
         self._loop.call_soon_threadsafe(self._wakeup.set)
@@ -325,9 +338,8 @@ class WriterEngine:
                     break
                 # Another thread's add took the room meanwhile (its fast path takes no lock).
             self._dropped += dropped
-            if self._state is not _OPEN:
-                self._closed_during_add(queue.added)
-            self._set_gate()
+            self._closed_during_add(queue.added)
+            self._set_gate()  # opens a gate an interrupted assignment left closed
             self._raise_report()
 
     def _closed_during_add(self, seq: int) -> None:
@@ -338,7 +350,7 @@ class WriterEngine:
         nothing will ever write it: take it back and say so, so that it is not counted
         as added. If the drain took it before, the close wrote it.
         """
-        if self._state is not _OPEN and self._queue.unappend(seq):
+        if self._state is not _State.OPEN and self._queue.unappend(seq):
             raise WriterClosedError(f"writer for {self._display!r} was closed during this add")
 
     def _make_room(self, size: int) -> bool:
@@ -383,7 +395,6 @@ class WriterEngine:
         """Raise the stored error, if any, once this add's own event is dealt with."""
         if self._report is not None:
             error, self._report = self._report, None
-            self._set_gate()
             raise error
 
     def _wait_for_room(self, size: int) -> None:
@@ -457,7 +468,6 @@ class WriterEngine:
             if self._state is _State.FORKED:  # a child that never wrote has no file
                 return
             error, self._report = self._report, None
-            self._set_gate()
             if error is None:
                 if self._flush_requested:
                     return
@@ -524,7 +534,6 @@ class WriterEngine:
     def _raise_pending_report(self) -> None:
         with self._lock:
             error, self._report = self._report, None
-            self._set_gate()
         if error is not None:
             raise error
 
@@ -540,8 +549,7 @@ class WriterEngine:
         with self._lock:
             if self._state is not _State.CLOSED:
                 self._close_owed = self._state is _State.OPEN
-                self._queue.open = False  # first: no add gets past the gate after this
-                self._state = _State.CLOSED
+                self._state = _State.CLOSED  # no add gets past the gate after this
             future = None
             if self._close_owed:
                 future = asyncio.run_coroutine_threadsafe(self._close_on_loop(timeout), self._loop)
@@ -615,7 +623,6 @@ class WriterEngine:
                 with self._lock:
                     if self._report is error:
                         self._report = None
-                        self._set_gate()
 
     def timeout_error(self, what: str, timeout: float) -> FlushTimeoutError:
         stats = self.stats()
@@ -853,7 +860,6 @@ class WriterEngine:
             error.__cause__ = cause
         with self._lock:
             self._report = error
-            self._queue.open = False
             if self._blocked:
                 self._space.notify_all()
 
@@ -865,7 +871,6 @@ class WriterEngine:
             self._in_flight_events = self._in_flight_bytes = 0
             self._lost += lost
             self._report = None
-            self._set_gate()
         self._out = None
         self._out_events = 0
         error = WriteError(
