@@ -13,9 +13,10 @@ setup(
     ext_modules=[
         Extension(
             "asyncsummary._native",
-            sources=["asyncsummary/_native.c", "asyncsummary/_queue.c"],
+            sources=["asyncsummary/_native.c", "asyncsummary/_queue.c", "asyncsummary/_lane.c"],
             depends=["asyncsummary/_native.h"],
-            extra_compile_args=["-O3", "-std=c11", "-Wall"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-pthread"],
+            extra_link_args=["-pthread"],
             optional=True,
         ),
         Extension(

@@ -65,7 +65,7 @@ from ._errors import (
 )
 from ._loop import get_loop
 from ._records import frame_record
-from ._sinks import Sink, SinkFactory
+from ._sinks import FileSink, Sink, SinkFactory
 
 __all__ = ["ITEM_OVERHEAD", "Policy", "WriterEngine", "WriterStats"]
 
@@ -84,6 +84,7 @@ _last_stem = (0, 0)  # (seconds, sequence) of the last file name issued
 _name_lock = threading.Lock()
 _OPEN_ATTEMPTS = 100  # names tried when one exists already (another writer took it)
 _REQUEST_GAP = 0.1  # request_flush(): the loop takes at most one per this many seconds
+_NO_BUDGET = 1 << 62  # the lane's byte budget for a file with no max_file_bytes
 
 
 class Policy(str, enum.Enum):  # noqa: UP042 - str() stays "Policy.BLOCK", as released
@@ -217,6 +218,14 @@ class WriterEngine:
         )
         self.add = self._queue.add
         self.add_scalar = self._queue.add_scalar
+        # The native lane (the C queue only, see _lane.c): while _lane_on, full batches
+        # of the queue go from the caller's add straight to a thread that writes them to
+        # the local file without the GIL; the loop stops it before it does anything
+        # itself (_lane_pause) and starts it again when it holds nothing (_lane_resume).
+        self._lane_able = _pending.has_lane(self._queue)
+        self._lane_on = False
+        self._lane_fd: int | None = None  # its pipe, watched by the loop
+        self._lane_note = asyncio.Event()  # the lane said something on its pipe
         self._in_flight_events = 0
         self._in_flight_bytes = 0  # accounted bytes of the batch being written
         self._peak_pending = 0
@@ -495,27 +504,36 @@ class WriterEngine:
             await self._await_future(future, timeout + _CLOSE_GRACE, "close")
         self._raise_pending_report()
 
+    def _lane_held(self) -> tuple[int, int, int, int]:
+        """The lane's batch (events, accounted bytes) and what it wrote uncollected
+        (events, bytes)."""
+        return self._queue.lane_held()[:4] if self._lane_able else (0, 0, 0, 0)
+
     def _held_bytes(self) -> int:
-        """Accounted bytes of every event not written yet: the queue and the batch."""
-        return self._queue.bytes + self._in_flight_bytes
+        """Accounted bytes of every event not written yet: the queue and the batches
+        (the loop's, the lane's)."""
+        return self._queue.bytes + self._in_flight_bytes + self._lane_held()[1]
 
     def stats(self) -> WriterStats:
         with self._lock:
-            pending_events = len(self._queue) + self._in_flight_events
-            pending_bytes = self._held_bytes()
+            lane_events, lane_bytes, lane_written, lane_bytes_written = self._lane_held()
+            pending_events = len(self._queue) + self._in_flight_events + lane_events
+            pending_bytes = self._queue.bytes + self._in_flight_bytes + lane_bytes
             queued, dropped = self._queue.added, self._dropped
             lost, rejected = self._lost, self._rejected
             peak = self._peak_pending = max(self._peak_pending, pending_bytes)
+            written = self._written + lane_written
+            bytes_written = self._bytes_written + lane_bytes_written
         return WriterStats(
             queued=queued,
-            written=self._written,
+            written=written,
             dropped=dropped,
             lost=lost,
             rejected=rejected,
             pending_events=pending_events,
             pending_bytes=pending_bytes,
             peak_pending_bytes=peak,
-            bytes_written=self._bytes_written,
+            bytes_written=bytes_written,
             flushes=self._flushes,
             write_errors=self._write_errors,
             last_error=self._last_error,
@@ -676,6 +694,7 @@ class WriterEngine:
                 elif self._request_poll_at and time.monotonic() >= self._request_poll_at:
                     self._request_poll_at = 0.0  # no request came: callers wake the loop again
             try:
+                await self._lane_pause()
                 await self._write_pending()
                 if self._dirty and (timer_due or requested or self._waiters or self._closing):
                     await self._flush_sink(explicit=bool(self._waiters) or self._closing)
@@ -696,11 +715,87 @@ class WriterEngine:
                 self._settle_waiters()
                 if self._closing and not self._queue and self._out is None:
                     break
+                self._lane_resume()
         await self._close_sink()
+        if self._lane_fd is not None:
+            self._loop.remove_reader(self._lane_fd)
         # The drain has ended: no flush may wait on it any more (one that timed out
         # while the sink still held its events would wait forever). The close either
         # wrote everything or gave up with its error.
         self._release_waiters(self._close_error)
+
+    def _lane_resume(self) -> None:
+        """Let the native lane write the queue's full batches to the open local file,
+        while the loop holds nothing of its own to write and nobody waits on it."""
+        sink = self._sink
+        if (
+            not self._lane_able
+            or type(sink) is not FileSink
+            or self._out is not None
+            or self._waiters
+            or self._closing
+            or self._blocked  # a blocked add waits for the loop to give room back
+            or self._flush_requested
+            or self._state is not _State.OPEN
+        ):
+            return
+        budget = _NO_BUDGET
+        if self._max_file_bytes is not None:
+            budget = self._max_file_bytes - self._file_bytes
+            if budget <= 0:
+                return
+        fd = self._queue.lane_start(sink.fileno(), budget, self._max_pending)
+        if self._lane_fd is None:
+            self._lane_fd = fd
+            self._loop.add_reader(fd, self._on_lane_note)
+        self._lane_on = True
+        # A wake-up for a full batch that came meanwhile is the lane's now; every other
+        # reason to wake the loop is a state looked at above, or comes later.
+        self._queue.wake_sent = False
+        self._wakeup.clear()
+
+    def _on_lane_note(self) -> None:
+        assert self._lane_fd is not None
+        try:
+            os.read(self._lane_fd, 4096)
+        except BlockingIOError:
+            pass
+        self._lane_note.set()
+        self._wakeup.set()
+
+    async def _lane_pause(self) -> None:
+        """Stop the lane, wait for the batch it is writing, and take over its counts;
+        a batch it failed to write becomes the loop's own (raising its error)."""
+        if not self._lane_on:
+            return
+        self._lane_on = False
+        self._lane_note.clear()
+        while not self._queue.lane_stop():
+            await self._lane_note.wait()
+            self._lane_note.clear()
+        with self._lock:
+            (events, nbytes, seq, _batches, err, rest, rest_events, rest_seq, rest_taken) = (
+                self._queue.lane_collect()
+            )
+            self._written += events
+            self._bytes_written += nbytes
+            if err:
+                self._in_flight_events, self._in_flight_bytes = rest_events, rest_taken
+            elif self._blocked:
+                self._space.notify_all()
+        self._events_since_flush += events
+        self._file_bytes += nbytes
+        self._dirty = self._dirty or nbytes > 0
+        if events:
+            self._done_seq = max(self._done_seq, seq)
+        if err:
+            # Written again, by the sink, from the exact byte where the lane stopped.
+            self._out, self._out_off, self._out_events, self._out_seq = [rest], 0, rest_events, rest_seq
+            assert self._sink is not None
+            raise OSError(err, os.strerror(err), self._sink.name)
+        if self._max_file_bytes is not None and self._file_bytes >= self._max_file_bytes:
+            await self._flush_sink()
+            await self._close_sink()
 
     async def _write_pending(self) -> None:
         # Write what is pending now, then return to ``_run`` (which flushes and settles

@@ -389,6 +389,17 @@ static uint8_t *put_record(uint8_t *p, const desc_t *d) {
     return put_le32(p, masked(crc32c(0, event, (size_t)(p - event))));
 }
 
+/* For the lane (_lane.c), which is only given plain slots. */
+size_t slot_record_size(const slot_t *s) {
+    desc_t d;
+    return gather(s, &d) ? 16 + (size_t)d.event_len : 0;
+}
+
+uint8_t *put_slot_record(uint8_t *p, const slot_t *s) {
+    desc_t d;
+    return gather(s, &d) ? put_record(p, &d) : p;
+}
+
 static inline int is_summary(const desc_t *d) {
     return d->what == D_FIELD && d->field_tag == ((KIND_SUMMARY << 3) | 2);
 }

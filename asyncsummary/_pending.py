@@ -30,7 +30,7 @@ from typing import Any
 
 from . import _encoder
 
-__all__ = ["PendingQueue", "new_queue"]
+__all__ = ["PendingQueue", "has_lane", "new_queue"]
 
 Item = tuple[int, Any, int, float, int]
 
@@ -203,6 +203,13 @@ def _take_batch(pending: collections.deque[Item], guess: int, batch: int) -> tup
 
 
 _size_of = operator.itemgetter(4)
+
+
+def has_lane(queue: Any) -> bool:
+    """Whether ``queue`` has the native lane (the C queue, where POSIX threads are)."""
+    return _encoder.IMPLEMENTATION == "native" and bool(_encoder._native.LANE) and (
+        hasattr(queue, "lane_start")
+    )
 
 
 def new_queue(

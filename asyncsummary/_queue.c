@@ -251,8 +251,7 @@ static PyObject *batch_of(PyObject *self, PyObject *items) {
 /* ------------------------------------------------------------ PendingQueue */
 typedef struct {
     PyObject_HEAD
-    slot_t *slots; /* a ring of cap (a power of two) slots, count of them from head */
-    Py_ssize_t cap, head, count;
+    ring_t ring; /* the queued slots */
     Py_ssize_t bytes; /* accounted bytes of the queued events */
     Py_ssize_t room;  /* add() appends while bytes + size <= room */
     Py_ssize_t batch_bytes, overhead;
@@ -260,40 +259,120 @@ typedef struct {
     char open;       /* the engine's gate: False sends every add to `slow` */
     char wake_sent;
     PyObject *wake, *slow;
+    /* The native lane (_lane.c), once the engine started it; see q_give. */
+    lane_t *lane;
+    Py_ssize_t max_pending;   /* the room with no batch in flight */
+    Py_ssize_t lane_reserved; /* room the lane's batch keeps until it is written */
+    Py_ssize_t unlaneable;    /* queued slots the lane cannot write */
+    ring_t freeing;           /* slots the lane wrote, freed a few per add */
+    slot_t *spare;            /* an empty array, the ring's after the next hand-over */
+    Py_ssize_t spare_cap;
 } QueueObject;
 
 /* Slots a queue keeps once empty: a batch's worth; a larger ring (a backlog's) is freed. */
 #define KEEP_SLOTS 4096
 
-static inline slot_t *q_at(QueueObject *q, Py_ssize_t i) {
-    return &q->slots[(q->head + i) & (q->cap - 1)];
-}
+static inline slot_t *q_at(QueueObject *q, Py_ssize_t i) { return ring_at(&q->ring, i); }
 
 /* Room for one more slot; runs no Python code. */
 static int q_reserve(QueueObject *q) {
-    if (q->count < q->cap) return 0;
-    Py_ssize_t cap = q->cap ? q->cap * 2 : 64;
+    if (q->ring.count < q->ring.cap) return 0;
+    Py_ssize_t cap = q->ring.cap ? q->ring.cap * 2 : 64;
     slot_t *slots = PyMem_Malloc(sizeof(slot_t) * (size_t)cap);
     if (slots == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    for (Py_ssize_t i = 0; i < q->count; i++) slots[i] = *q_at(q, i);
-    PyMem_Free(q->slots);
-    q->slots = slots;
-    q->cap = cap;
-    q->head = 0;
+    for (Py_ssize_t i = 0; i < q->ring.count; i++) slots[i] = *q_at(q, i);
+    PyMem_Free(q->ring.slots);
+    q->ring.slots = slots;
+    q->ring.cap = cap;
+    q->ring.head = 0;
     return 0;
 }
 
-/* Appends a filled slot (room reserved) and wakes the drain when a batch is pending. */
+/* What the lane writes: plain slots of every kind but summaries (Python validates those). */
+static inline int laneable(const slot_t *s) { return s->plain && s->kind != KIND_SUMMARY; }
+
+/* Frees up to k of the slots the lane wrote; an emptied array becomes the spare. Only
+ * plain slots reach the lane: their objects are exact str or bytes, whose
+ * deallocation runs no Python code. */
+static void q_free_some(QueueObject *q, Py_ssize_t k) {
+    ring_t *r = &q->freeing;
+    for (; k > 0 && r->count; k--) {
+        PyObject *obj = ring_at(r, 0)->obj;
+        r->head = (r->head + 1) & (r->cap - 1);
+        r->count--;
+        Py_DECREF(obj);
+    }
+    if (r->slots != NULL && r->count == 0) {
+        if (q->spare == NULL && r->cap <= KEEP_SLOTS) {
+            q->spare = r->slots;
+            q->spare_cap = r->cap;
+        } else {
+            PyMem_Free(r->slots);
+        }
+        r->slots = NULL;
+        r->cap = r->head = 0;
+    }
+}
+
+/* The lane wrote its batch: its room comes back. Whether any did. */
+static int q_reap(QueueObject *q) {
+    if (q->lane_reserved == 0 || !lane_done(q->lane)) return 0;
+    q->room += q->lane_reserved;
+    q->lane_reserved = 0;
+    return 1;
+}
+
+/* Hands the whole ring to the lane when it is idle (else a later add tries again): a
+ * pointer swap, the ring getting the spare array. The ring's room shrinks by what the
+ * batch keeps (its slots and the lane's framed copy) until the lane wrote it. */
+static void q_give(QueueObject *q) {
+    if (!lane_idle(q->lane)) return;
+    q_reap(q); /* the last batch's room */
+    q_free_some(q, PY_SSIZE_T_MAX); /* the batch before last, if not freed yet */
+    if (q->spare == NULL) {
+        Py_ssize_t cap = q->ring.cap < KEEP_SLOTS ? q->ring.cap : KEEP_SLOTS;
+        q->spare = PyMem_Malloc(sizeof(slot_t) * (size_t)cap);
+        if (q->spare == NULL) return; /* the next add tries again */
+        q->spare_cap = cap;
+    }
+    ring_t fin;
+    Py_ssize_t taken = q->bytes;
+    if (!lane_offer(q->lane, &q->ring, taken, q->added, &fin)) return;
+    q->freeing = fin;
+    q->ring.slots = q->spare;
+    q->ring.cap = q->spare_cap;
+    q->ring.head = q->ring.count = 0;
+    q->spare = NULL;
+    q->bytes = 0;
+    q->lane_reserved = 2 * taken;
+    q->room -= q->lane_reserved;
+}
+
+static inline int q_has_room(QueueObject *q, Py_ssize_t size) {
+    return q->bytes + size <= q->room || (q_reap(q) && q->bytes + size <= q->room);
+}
+
+/* Appends a filled slot (room reserved) and wakes the drain when a batch is pending:
+ * the lane when it is on and can write the whole ring, else the engine's loop. */
 static PyObject *q_commit(QueueObject *q, const slot_t *s) {
-    *q_at(q, q->count) = *s;
-    q->count++;
+    *q_at(q, q->ring.count) = *s;
+    q->ring.count++;
     q->bytes += s->size;
     q->added++;
+    q->unlaneable += !laneable(s);
+    if (q->freeing.count) q_free_some(q, 2);
     /* Committed: any Python code from here on (the wake-up) sees the event queued. */
-    if (q->bytes >= q->batch_bytes && !q->wake_sent) {
+    if (q->bytes < q->batch_bytes) Py_RETURN_NONE;
+    /* The lane takes the whole ring, a backlog too, while it keeps its copies within
+     * the bound (see q_give); beyond, or when it cannot write it all, the loop. */
+    if (q->lane && lane_is_on(q->lane) && !q->unlaneable && 2 * q->bytes <= q->max_pending) {
+        q_give(q);
+        Py_RETURN_NONE;
+    }
+    if (!q->wake_sent) {
         q->wake_sent = 1;
         PyObject *r = PyObject_CallNoArgs(q->wake);
         if (r == NULL) return NULL;
@@ -307,20 +386,22 @@ static void q_detach(QueueObject *q, Py_ssize_t k, slot_t *out) {
     for (Py_ssize_t i = 0; i < k; i++) {
         out[i] = *q_at(q, i);
         q->bytes -= out[i].size;
+        q->unlaneable -= !laneable(&out[i]);
     }
-    q->head = (q->head + k) & (q->cap ? q->cap - 1 : 0);
-    q->count -= k;
+    q->ring.head = (q->ring.head + k) & (q->ring.cap ? q->ring.cap - 1 : 0);
+    q->ring.count -= k;
 }
 
 /* Drops every queued slot, one at a time, the counters updated before each decref
  * (which may run Python code: it finds the queue consistent). How many were dropped. */
 static Py_ssize_t q_drop_all(QueueObject *q) {
     Py_ssize_t k = 0;
-    for (; q->count; k++) {
+    for (; q->ring.count; k++) {
         slot_t s = *q_at(q, 0);
-        q->head = (q->head + 1) & (q->cap - 1);
-        q->count--;
+        q->ring.head = (q->ring.head + 1) & (q->ring.cap - 1);
+        q->ring.count--;
         q->bytes -= s.size;
+        q->unlaneable -= !laneable(&s);
         Py_DECREF(s.obj);
     }
     return k;
@@ -349,7 +430,7 @@ static PyObject *q_add(QueueObject *q, PyObject *const *args, Py_ssize_t nargs) 
     /* First what may run Python code (an allocation may start the GC), then the test
      * and the commit, which run none. */
     if (slot_fill(&s, args[0], args[1], args[2], args[3], size + q->overhead) < 0) return NULL;
-    if (q_reserve(q) < 0 || !q->open || q->bytes + s.size > q->room) {
+    if (q_reserve(q) < 0 || !q->open || !q_has_room(q, s.size)) {
         Py_DECREF(s.obj);
         if (PyErr_Occurred()) return NULL;
         return PyObject_Vectorcall(q->slow, args, 5, NULL);
@@ -370,7 +451,7 @@ static PyObject *q_add_scalar(QueueObject *q, PyObject *const *args, Py_ssize_t 
     s.plain = fill_when(&s, args[2], args[3]) && fill_scalar(&s, args[0], args[1]);
     if (s.plain) {
         s.size = size + q->overhead;
-        if (q_reserve(q) == 0 && q->open && q->bytes + s.size <= q->room) return q_commit(q, &s);
+        if (q_reserve(q) == 0 && q->open && q_has_room(q, s.size)) return q_commit(q, &s);
         Py_DECREF(s.obj);
         if (PyErr_Occurred()) return NULL;
     }
@@ -409,8 +490,9 @@ static PyObject *q_put(QueueObject *q, PyObject *const *args, Py_ssize_t nargs) 
         Py_DECREF(s.obj);
         return NULL;
     }
+    q_reap(q);
     Py_ssize_t k = 0, freed = 0;
-    while (k < q->count && q->bytes - freed + size > q->room) freed += q_at(q, k++)->size;
+    while (k < q->ring.count && q->bytes - freed + size > q->room) freed += q_at(q, k++)->size;
     if (q->bytes + size > q->room && !drop_oldest) {
         Py_DECREF(s.obj);
         return PyLong_FromLong(-1);
@@ -434,7 +516,7 @@ PyDoc_STRVAR(q_fits_doc, "fits(size) -> bool: whether an event of this accounted
 static PyObject *q_fits(QueueObject *q, PyObject *arg) {
     Py_ssize_t size;
     if (parse_size(arg, &size) < 0) return NULL;
-    return PyBool_FromLong(q->bytes + size <= q->room);
+    return PyBool_FromLong(q_has_room(q, size));
 }
 
 PyDoc_STRVAR(q_unappend_doc,
@@ -444,10 +526,11 @@ PyDoc_STRVAR(q_unappend_doc,
 static PyObject *q_unappend(QueueObject *q, PyObject *arg) {
     long long seq = PyLong_AsLongLong(arg);
     if (seq == -1 && PyErr_Occurred()) return NULL;
-    if (q->added != seq || q->count == 0) Py_RETURN_FALSE;
-    slot_t s = *q_at(q, q->count - 1);
-    q->count--;
+    if (q->added != seq || q->ring.count == 0) Py_RETURN_FALSE;
+    slot_t s = *q_at(q, q->ring.count - 1);
+    q->ring.count--;
     q->bytes -= s.size;
+    q->unlaneable -= !laneable(&s);
     q->added--;
     Py_DECREF(s.obj);
     Py_RETURN_TRUE;
@@ -465,24 +548,101 @@ static PyObject *q_take(QueueObject *q, PyObject *args) {
     Py_ssize_t batch_bytes, max_pending;
     if (!PyArg_ParseTuple(args, "nn", &batch_bytes, &max_pending)) return NULL;
     q->wake_sent = 0;
-    if (q->count == 0) Py_RETURN_NONE;
-    Py_ssize_t n = q->count, taken = q->bytes;
+    if (q->ring.count == 0) Py_RETURN_NONE;
+    Py_ssize_t n = q->ring.count, taken = q->bytes;
     if (taken > batch_bytes) {
         taken = q_at(q, 0)->size;
         n = 1;
-        while (n < q->count && taken + q_at(q, n)->size <= batch_bytes) taken += q_at(q, n++)->size;
+        while (n < q->ring.count && taken + q_at(q, n)->size <= batch_bytes) taken += q_at(q, n++)->size;
     }
     BatchObject *b = batch_new(n);
     if (b == NULL) return NULL;
     q_detach(q, n, b->slots);
     b->n = n;
-    if (q->count == 0 && q->cap > KEEP_SLOTS) { /* a backlog's ring is not kept for good */
-        PyMem_Free(q->slots);
-        q->slots = NULL;
-        q->cap = q->head = 0;
+    if (q->ring.count == 0 && q->ring.cap > KEEP_SLOTS) { /* a backlog's ring is not kept for good */
+        PyMem_Free(q->ring.slots);
+        q->ring.slots = NULL;
+        q->ring.cap = q->ring.head = 0;
     }
     q->room = max_pending - (n == 1 ? taken : 3 * taken);
-    return Py_BuildValue("(NnL)", b, taken, q->added - (long long)q->count);
+    return Py_BuildValue("(NnL)", b, taken, q->added - (long long)q->ring.count);
+}
+
+/* Frees the slots of a ring (and its array). */
+static void ring_drop(ring_t *r) {
+    while (r->count) {
+        PyObject *obj = ring_at(r, 0)->obj;
+        r->head = (r->head + 1) & (r->cap - 1);
+        r->count--;
+        Py_DECREF(obj);
+    }
+    PyMem_Free(r->slots);
+    r->slots = NULL;
+    r->cap = r->head = 0;
+}
+
+PyDoc_STRVAR(q_lane_start_doc,
+"lane_start(fd, budget, max_pending) -> int\n\n"
+"Let the native lane write full batches of the queue to file descriptor fd (see\n"
+"_lane.c), at most budget bytes more before it stops for the engine to rotate the\n"
+"file; max_pending: the room with no batch in flight. The engine must hold no batch\n"
+"of its own. Returns the pipe the lane signals on (readable: see lane_stop).");
+
+static PyObject *q_lane_start(QueueObject *q, PyObject *args) {
+    int fd;
+    long long budget;
+    Py_ssize_t max_pending;
+    if (!PyArg_ParseTuple(args, "iLn", &fd, &budget, &max_pending)) return NULL;
+    if (q->lane == NULL && (q->lane = lane_new()) == NULL) return NULL;
+    q->max_pending = max_pending;
+    if (lane_start(q->lane, fd, budget) < 0) return NULL;
+    return PyLong_FromLong(lane_fd(q->lane));
+}
+
+PyDoc_STRVAR(q_lane_stop_doc,
+"lane_stop() -> bool\n\n"
+"No more batches for the lane. True when it is idle (lane_collect may be called);\n"
+"False: it is writing one, and its pipe becomes readable when it is done. Its pipe\n"
+"also becomes readable when it stops by itself (a write failed, the file is full).");
+
+static PyObject *q_lane_stop(QueueObject *q, PyObject *unused) {
+    return PyBool_FromLong(q->lane == NULL || lane_stop(q->lane));
+}
+
+PyDoc_STRVAR(q_lane_collect_doc,
+"lane_collect() -> (events, bytes, seq, batches, errno, rest, rest_events, rest_seq, rest_taken)\n\n"
+"What the idle lane wrote since the last collect: events, bytes, the sequence number\n"
+"of the last event written, batches ever written. errno != 0: its last batch failed;\n"
+"rest is that batch's unwritten framed bytes (rest_events events up to rest_seq,\n"
+"rest_taken accounted bytes, whose room stays kept for the engine to give back).\n"
+"Frees what the lane finished.");
+
+static PyObject *q_lane_collect(QueueObject *q, PyObject *unused) {
+    lane_result_t got = {0};
+    if (q->lane != NULL) {
+        ring_t fin;
+        if (lane_collect(q->lane, &fin, &got) < 0) return NULL;
+        q_free_some(q, PY_SSIZE_T_MAX);
+        q->freeing = fin;
+        q_free_some(q, PY_SSIZE_T_MAX);
+        if (got.rest == NULL) q->room += q->lane_reserved; /* else the engine's to give back */
+        q->lane_reserved = 0;
+    }
+    return Py_BuildValue("(LLLLiNnLn)", got.events, got.bytes, got.seq, got.batches, got.err,
+                         got.rest ? got.rest : Py_NewRef(Py_None), got.rest_events,
+                         got.rest_seq, got.rest_taken);
+}
+
+PyDoc_STRVAR(q_lane_held_doc,
+"lane_held() -> (events, taken, written, bytes, batches)\n\n"
+"The batch the lane is writing (events, accounted bytes), the events and bytes it\n"
+"wrote since the last lane_collect, and the batches it ever wrote.");
+
+static PyObject *q_lane_held(QueueObject *q, PyObject *unused) {
+    Py_ssize_t events = 0, taken = 0;
+    long long written = 0, bytes = 0, batches = 0;
+    if (q->lane) lane_held(q->lane, &events, &taken, &written, &bytes, &batches);
+    return Py_BuildValue("(nnLLL)", events, taken, written, bytes, batches);
 }
 
 PyDoc_STRVAR(q_clear_doc, "clear() -> int: drop every queued event; how many there were.");
@@ -491,7 +651,7 @@ static PyObject *q_clear(QueueObject *q, PyObject *unused) {
     return PyLong_FromSsize_t(q_drop_all(q));
 }
 
-static Py_ssize_t q_len(QueueObject *q) { return q->count; }
+static Py_ssize_t q_len(QueueObject *q) { return q->ring.count; }
 
 static int q_traverse(QueueObject *q, visitproc visit, void *arg) {
     Py_VISIT(q->wake);
@@ -509,7 +669,15 @@ static void q_dealloc(QueueObject *q) {
     PyObject_GC_UnTrack(q);
     q_clear_refs(q);
     q_drop_all(q);
-    PyMem_Free(q->slots);
+    PyMem_Free(q->ring.slots);
+    if (q->lane != NULL) {
+        ring_t fin, held;
+        lane_release(q->lane, &fin, &held);
+        ring_drop(&fin);
+        if (held.count) ring_drop(&held); /* a forked child's copy of the lane's batch */
+    }
+    ring_drop(&q->freeing);
+    PyMem_Free(q->spare);
     PyObject_GC_Del(q);
 }
 
@@ -524,8 +692,14 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return PyErr_Format(PyExc_TypeError, "wake and slow must be callable");
     QueueObject *q = (QueueObject *)type->tp_alloc(type, 0);
     if (q == NULL) return NULL;
-    q->slots = NULL;
-    q->cap = q->head = q->count = q->bytes = 0;
+    q->ring.slots = NULL;
+    q->ring.cap = q->ring.head = q->ring.count = q->bytes = 0;
+    q->lane = NULL;
+    q->max_pending = room;
+    q->lane_reserved = q->unlaneable = 0;
+    q->freeing = (ring_t){NULL, 0, 0, 0};
+    q->spare = NULL;
+    q->spare_cap = 0;
     q->room = room;
     q->batch_bytes = batch_bytes;
     q->overhead = overhead;
@@ -547,6 +721,10 @@ static PyMethodDef q_methods[] = {
     {"unappend", (PyCFunction)q_unappend, METH_O, q_unappend_doc},
     {"take", (PyCFunction)q_take, METH_VARARGS, q_take_doc},
     {"clear", (PyCFunction)q_clear, METH_NOARGS, q_clear_doc},
+    {"lane_start", (PyCFunction)q_lane_start, METH_VARARGS, q_lane_start_doc},
+    {"lane_stop", (PyCFunction)q_lane_stop, METH_NOARGS, q_lane_stop_doc},
+    {"lane_collect", (PyCFunction)q_lane_collect, METH_NOARGS, q_lane_collect_doc},
+    {"lane_held", (PyCFunction)q_lane_held, METH_NOARGS, q_lane_held_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -556,6 +734,10 @@ static PyMemberDef q_members[] = {
     {"room", T_PYSSIZET, offsetof(QueueObject, room), 0, "Bytes the queued events may take."},
     {"bytes", T_PYSSIZET, offsetof(QueueObject, bytes), READONLY, "Accounted bytes queued."},
     {"added", T_LONGLONG, offsetof(QueueObject, added), READONLY, "Events ever appended."},
+    {"unlaneable", T_PYSSIZET, offsetof(QueueObject, unlaneable), READONLY,
+     "Queued events the lane cannot write."},
+    {"lane_reserved", T_PYSSIZET, offsetof(QueueObject, lane_reserved), READONLY,
+     "Room kept for the lane's batch."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -589,6 +771,7 @@ int queue_init(PyObject *module) {
         Py_DECREF(&Batch_Type);
         return -1;
     }
+    if (PyModule_AddIntConstant(module, "LANE", HAVE_LANE) < 0) return -1;
     Py_INCREF(&Queue_Type);
     if (PyModule_AddObject(module, "PendingQueue", (PyObject *)&Queue_Type) < 0) {
         Py_DECREF(&Queue_Type);

@@ -112,6 +112,10 @@ class FileSink(Sink):
             self.name, "xb", buffering=0, executor=self._own_executor()
         )
 
+    def fileno(self) -> int:
+        """The open file's descriptor (the native lane writes to it, see _engine)."""
+        return int(self._file.fileno())
+
     async def write(self, data: memoryview) -> int:
         n = await self._file.write(data)
         return len(data) if n is None else int(n)

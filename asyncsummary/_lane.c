@@ -1,0 +1,351 @@
+/* The native lane: a writer thread that frames and write(2)s batches of plain slots to
+ * a local event file without ever taking the GIL.
+ *
+ * Why: a Python-bound trainer holds the GIL all the time, so every time a background
+ * thread wants it, it waits for the switch interval (5 ms), forces a switch, and the
+ * trainer's step waits while that thread holds it. The asyncio drain needs the GIL
+ * several times per batch (the loop's wake-up, framing's return, the file thread's
+ * write before and after, the loop again), and each is a stalled step: about one per
+ * 5 ms, enough to set a trainer's p99. The lane needs it never: the caller's add hands
+ * it a full batch of slots (a pointer swap, see _queue.c), the lane frames and writes
+ * it with no Python API at all, and hands the finished slots back for the caller's
+ * next adds to free, a few at a time.
+ *
+ * The engine (_engine.py) stays the master: it starts the lane only while it holds
+ * nothing itself (a local FileSink open, no batch of its own unwritten), stops it
+ * before it touches the file (flush, the flush_secs timer, close, rotation, a slot the
+ * lane cannot frame), and collects what it wrote. The lane tells the loop through a
+ * pipe only when the loop waits for it, on an error, and when its file is full: not
+ * per batch. On a write error the lane keeps the unwritten framed bytes for the engine,
+ * which writes them again from the exact byte where the failure stopped.
+ *
+ * Locking: lane_t's fields are guarded by its mutex (the GIL guards nothing here). The
+ * thread never holds the mutex while it frames or writes, and no GIL holder waits on
+ * anything but the mutex, so neither side can stall the other for long.
+ */
+#include "_native.h"
+
+#ifdef _WIN32
+/* No lane on Windows (no pthreads, no pipes): the loop writes every batch. */
+const int HAVE_LANE = 0;
+lane_t *lane_new(void) {
+    PyErr_SetString(PyExc_NotImplementedError, "the native lane needs POSIX threads");
+    return NULL;
+}
+int lane_fd(lane_t *L) { return -1; }
+int lane_start(lane_t *L, int fd, long long budget) { return -1; }
+int lane_stop(lane_t *L) { return 1; }
+int lane_is_on(lane_t *L) { return 0; }
+int lane_idle(lane_t *L) { return 1; }
+int lane_done(lane_t *L) { return 1; }
+int lane_offer(lane_t *L, const ring_t *b, Py_ssize_t t, long long s, ring_t *f) { return 0; }
+int lane_collect(lane_t *L, ring_t *fin, lane_result_t *out) { return -1; }
+void lane_held(lane_t *L, Py_ssize_t *e, Py_ssize_t *t, long long *w, long long *b,
+               long long *n) {}
+int lane_release(lane_t *L, ring_t *fin, ring_t *held) { return 0; }
+#else
+const int HAVE_LANE = 1;
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct lane {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;         /* the queue's and the thread's */
+    int thread_alive; /* a thread was started and has not ended */
+    pid_t pid;        /* the process the mutex and thread belong to */
+    int pipe_r, pipe_w;
+    /* control */
+    int on;          /* the queue may hand batches over */
+    int quit;        /* the thread ends once idle */
+    int notify_idle; /* the loop waits for the current batch */
+    int busy;        /* a batch is held (read without the mutex as a hint) */
+    int fd;          /* the event file */
+    long long budget; /* bytes this file may still take before the engine rotates it */
+    /* the batch being written: owned by the thread while busy */
+    ring_t in;
+    Py_ssize_t in_taken;
+    long long in_seq;
+    /* results, for the queue (finished slots) and the engine (lane_collect) */
+    ring_t fin; /* written (or failed) slots, still holding their objects */
+    long long events, bytes, done_seq, batches;
+    int err;                     /* errno of a failed batch, 0 if none */
+    size_t rest_off;             /* the failed batch's framed bytes from here are unwritten */
+    Py_ssize_t rest_events, rest_taken;
+    long long rest_seq;
+    /* the thread's framing buffer */
+    uint8_t *buf;
+    size_t buf_len, buf_cap;
+};
+
+static void lane_unref_locked(lane_t *L) {
+    /* Called with the mutex held; frees the lane (and unlocks) on the last reference. */
+    if (--L->refs > 0) {
+        pthread_mutex_unlock(&L->mu);
+        return;
+    }
+    pthread_mutex_unlock(&L->mu);
+    pthread_mutex_destroy(&L->mu);
+    pthread_cond_destroy(&L->cv);
+    close(L->pipe_r);
+    close(L->pipe_w);
+    free(L->buf);
+    free(L);
+}
+
+static void tell_loop(lane_t *L) {
+    char x = 1;
+    ssize_t r = write(L->pipe_w, &x, 1); /* full pipe: the loop is told already */
+    (void)r;
+}
+
+/* A framing buffer larger than this is not kept once its batch is written. */
+#define KEEP_BUF (4 << 20)
+
+/* Frames L->in into L->buf; 0, or an errno. */
+static int frame_batch(lane_t *L) {
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < L->in.count; i++) total += slot_record_size(ring_at(&L->in, i));
+    if (total > L->buf_cap) {
+        uint8_t *buf = malloc(total);
+        if (buf == NULL) return ENOMEM;
+        free(L->buf);
+        L->buf = buf;
+        L->buf_cap = total;
+    }
+    uint8_t *p = L->buf;
+    for (Py_ssize_t i = 0; i < L->in.count; i++) p = put_slot_record(p, ring_at(&L->in, i));
+    L->buf_len = total;
+    return 0;
+}
+
+/* Writes L->buf from *off; 0, or an errno (then *off is where it stopped). */
+static int write_all(int fd, const uint8_t *buf, size_t len, size_t *off) {
+    while (*off < len) {
+        ssize_t n = write(fd, buf + *off, len - *off);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        *off += (size_t)n;
+    }
+    return 0;
+}
+
+static void *lane_main(void *arg) {
+    lane_t *L = arg;
+    pthread_mutex_lock(&L->mu);
+    for (;;) {
+        while (!L->busy && !L->quit) pthread_cond_wait(&L->cv, &L->mu);
+        if (!L->busy) break; /* quit, and idle */
+        int fd = L->fd;
+        pthread_mutex_unlock(&L->mu);
+        size_t off = 0;
+        int err = frame_batch(L);
+        if (err == 0) err = write_all(fd, L->buf, L->buf_len, &off);
+        pthread_mutex_lock(&L->mu);
+        if (!err && L->buf_cap > KEEP_BUF) { /* a backlog's buffer is not kept for good */
+            free(L->buf);
+            L->buf = NULL;
+            L->buf_cap = 0;
+        }
+        L->fin = L->in; /* freed by the caller's next adds, or by lane_collect */
+        L->in.count = 0;
+        L->in.slots = NULL;
+        L->bytes += (long long)off;
+        L->budget -= (long long)off;
+        if (err) {
+            L->err = err;
+            L->rest_off = off;
+            L->rest_events = L->fin.count;
+            L->rest_taken = L->in_taken;
+            L->rest_seq = L->in_seq;
+            L->on = 0;
+        } else {
+            L->events += L->fin.count;
+            L->done_seq = L->in_seq;
+            L->batches++;
+            if (L->budget <= 0) L->on = 0; /* the engine rotates the file */
+        }
+        __atomic_store_n(&L->busy, 0, __ATOMIC_RELEASE);
+        if (L->notify_idle || err || !L->on) {
+            L->notify_idle = 0;
+            tell_loop(L);
+        }
+    }
+    L->thread_alive = 0;
+    lane_unref_locked(L);
+    return NULL;
+}
+
+lane_t *lane_new(void) {
+    lane_t *L = calloc(1, sizeof(lane_t));
+    if (L == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    int fds[2];
+    if (pipe(fds) < 0) {
+        free(L);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+    }
+    L->pipe_r = fds[0];
+    L->pipe_w = fds[1];
+    pthread_mutex_init(&L->mu, NULL);
+    pthread_cond_init(&L->cv, NULL);
+    L->refs = 1;
+    L->pid = getpid();
+    L->fd = -1;
+    return L;
+}
+
+int lane_fd(lane_t *L) { return L->pipe_r; }
+
+int lane_start(lane_t *L, int fd, long long budget) {
+    pthread_mutex_lock(&L->mu);
+    int started = L->thread_alive;
+    if (!started) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_t thread;
+        L->quit = 0;
+        L->refs++;
+        int rc = pthread_create(&thread, &attr, lane_main, L);
+        pthread_attr_destroy(&attr);
+        if (rc) {
+            L->refs--;
+            pthread_mutex_unlock(&L->mu);
+            errno = rc;
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        L->thread_alive = 1;
+    }
+    L->fd = fd;
+    L->budget = budget;
+    L->on = 1;
+    pthread_mutex_unlock(&L->mu);
+    return 0;
+}
+
+int lane_stop(lane_t *L) {
+    pthread_mutex_lock(&L->mu);
+    L->on = 0;
+    int idle = !L->busy;
+    L->notify_idle = !idle;
+    pthread_mutex_unlock(&L->mu);
+    return idle;
+}
+
+int lane_is_on(lane_t *L) { return __atomic_load_n(&L->on, __ATOMIC_RELAXED); }
+
+int lane_offer(lane_t *L, const ring_t *batch, Py_ssize_t taken, long long seq, ring_t *fin) {
+    if (__atomic_load_n(&L->busy, __ATOMIC_ACQUIRE)) return 0;
+    pthread_mutex_lock(&L->mu);
+    if (L->busy || !L->on) {
+        pthread_mutex_unlock(&L->mu);
+        return 0;
+    }
+    *fin = L->fin;
+    L->fin.slots = NULL;
+    L->fin.count = 0;
+    L->in = *batch;
+    L->in_taken = taken;
+    L->in_seq = seq;
+    L->busy = 1;
+    pthread_cond_signal(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+    return 1;
+}
+
+int lane_idle(lane_t *L) { return !__atomic_load_n(&L->busy, __ATOMIC_ACQUIRE); }
+
+int lane_done(lane_t *L) {
+    pthread_mutex_lock(&L->mu);
+    int done = !L->busy && !L->err;
+    pthread_mutex_unlock(&L->mu);
+    return done;
+}
+
+int lane_collect(lane_t *L, ring_t *fin, lane_result_t *out) {
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&L->mu);
+    if (L->busy) {
+        pthread_mutex_unlock(&L->mu);
+        PyErr_SetString(PyExc_RuntimeError, "the lane is still writing");
+        return -1;
+    }
+    if (L->err) {
+        out->rest = PyBytes_FromStringAndSize((const char *)L->buf + L->rest_off,
+                                              (Py_ssize_t)(L->buf_len - L->rest_off));
+        if (out->rest == NULL) {
+            pthread_mutex_unlock(&L->mu);
+            return -1;
+        }
+        out->err = L->err;
+        out->rest_events = L->rest_events;
+        out->rest_taken = L->rest_taken;
+        out->rest_seq = L->rest_seq;
+        L->err = 0;
+    }
+    *fin = L->fin;
+    L->fin.slots = NULL;
+    L->fin.count = 0;
+    out->events = L->events;
+    out->bytes = L->bytes;
+    out->seq = L->done_seq;
+    out->batches = L->batches;
+    L->events = L->bytes = 0;
+    pthread_mutex_unlock(&L->mu);
+    return 0;
+}
+
+void lane_held(lane_t *L, Py_ssize_t *events, Py_ssize_t *taken, long long *written,
+               long long *bytes, long long *batches) {
+    pthread_mutex_lock(&L->mu);
+    *events = L->busy ? L->in.count : 0;
+    *taken = L->busy ? L->in_taken : 0;
+    *written = L->events;
+    *bytes = L->bytes;
+    *batches = L->batches;
+    pthread_mutex_unlock(&L->mu);
+}
+
+int lane_release(lane_t *L, ring_t *fin, ring_t *held) {
+    held->count = 0;
+    held->slots = NULL;
+    if (L->pid != getpid()) {
+        /* A forked child's copy: its mutex may be held by a thread that is not here,
+         * and no thread of it runs. What it holds is this process's to free. */
+        *fin = L->fin;
+        if (L->busy) *held = L->in;
+        close(L->pipe_r);
+        close(L->pipe_w);
+        free(L->buf);
+        free(L);
+        return 1;
+    }
+    pthread_mutex_lock(&L->mu);
+    *fin = L->fin;
+    L->fin.slots = NULL;
+    L->fin.count = 0;
+    /* A batch still being written (a hung write) keeps its objects: the thread owns
+     * it and ends when the write returns. */
+    L->quit = 1;
+    L->on = 0;
+    pthread_cond_signal(&L->cv);
+    lane_unref_locked(L);
+    return 0;
+}
+#endif
