@@ -744,7 +744,11 @@ class WriterEngine:
             budget = self._max_file_bytes - self._file_bytes
             if budget <= 0:
                 return
-        fd = self._queue.lane_start(sink.fileno(), budget, self._max_pending)
+        try:
+            fd = self._queue.lane_start(sink.fileno(), budget, self._max_pending)
+        except OSError:  # no thread to be had (a process at its limit): the loop writes
+            self._lane_able = False
+            return
         if self._lane_fd is None:
             self._lane_fd = fd
             self._loop.add_reader(fd, self._on_lane_note)
