@@ -753,6 +753,8 @@ class WriterEngine:
             self._lane_fd = fd
             self._loop.add_reader(fd, self._on_lane_note)
         self._lane_on = True
+        if self._queue.bytes >= self._batch_bytes and not self._queue.lane_give():
+            return  # a full batch the lane cannot take: the loop's wake-up stays set
         # A wake-up for a full batch that came meanwhile is the lane's now; every other
         # reason to wake the loop is a state looked at above, or comes later.
         self._queue.wake_sent = False

@@ -37,6 +37,7 @@ int lane_start(lane_t *L, int fd, long long budget) { return -1; }
 int lane_stop(lane_t *L) { return 1; }
 int lane_is_on(lane_t *L) { return 0; }
 int lane_idle(lane_t *L) { return 1; }
+void lane_want(lane_t *L) {}
 int lane_done(lane_t *L) { return 1; }
 int lane_offer(lane_t *L, const ring_t *b, Py_ssize_t t, long long s, ring_t *f) { return 0; }
 int lane_collect(lane_t *L, ring_t *fin, lane_result_t *out) { return -1; }
@@ -51,7 +52,12 @@ const int HAVE_LANE = 1;
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+/* How long a lane that an add found busy waits, once done, for an add to hand it the
+ * ring that filled meanwhile; then it asks the loop to take it (the adds stopped). */
+#define WANT_WAIT_NS (10 * 1000 * 1000)
 
 struct lane {
     pthread_mutex_t mu;
@@ -65,6 +71,7 @@ struct lane {
     int quit;        /* the thread ends once idle */
     int notify_idle; /* the loop waits for the current batch */
     int busy;        /* a batch is held (read without the mutex as a hint) */
+    int want;        /* an add found it busy with a full ring (see lane_want) */
     int fd;          /* the event file */
     long long budget; /* bytes this file may still take before the engine rotates it */
     /* the batch being written: owned by the thread while busy */
@@ -137,11 +144,32 @@ static int write_all(int fd, const uint8_t *buf, size_t len, size_t *off) {
     return 0;
 }
 
+/* Idle, with the mutex held: waits for a batch or quit. A full ring left behind while
+ * it was busy (want) is waited for WANT_WAIT_NS, then left to the loop. */
+static void wait_for_batch(lane_t *L) {
+    while (!L->busy && !L->quit) {
+        if (__atomic_exchange_n(&L->want, 0, __ATOMIC_SEQ_CST) && L->on) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += WANT_WAIT_NS;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            while (!L->busy && !L->quit)
+                if (pthread_cond_timedwait(&L->cv, &L->mu, &until) == ETIMEDOUT) break;
+            if (!L->busy && !L->quit && L->on) tell_loop(L);
+            continue;
+        }
+        pthread_cond_wait(&L->cv, &L->mu);
+    }
+}
+
 static void *lane_main(void *arg) {
     lane_t *L = arg;
     pthread_mutex_lock(&L->mu);
     for (;;) {
-        while (!L->busy && !L->quit) pthread_cond_wait(&L->cv, &L->mu);
+        wait_for_batch(L);
         if (!L->busy) break; /* quit, and idle */
         int fd = L->fd;
         pthread_mutex_unlock(&L->mu);
@@ -172,7 +200,7 @@ static void *lane_main(void *arg) {
             L->batches++;
             if (L->budget <= 0) L->on = 0; /* the engine rotates the file */
         }
-        __atomic_store_n(&L->busy, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&L->busy, 0, __ATOMIC_SEQ_CST);
         if (L->notify_idle || err || !L->on) {
             L->notify_idle = 0;
             tell_loop(L);
@@ -202,7 +230,11 @@ lane_t *lane_new(void) {
     L->pipe_r = fds[0];
     L->pipe_w = fds[1];
     pthread_mutex_init(&L->mu, NULL);
-    pthread_cond_init(&L->cv, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&L->cv, &attr);
+    pthread_condattr_destroy(&attr);
     L->refs = 1;
     L->pid = getpid();
     L->fd = -1;
@@ -251,7 +283,7 @@ int lane_stop(lane_t *L) {
 int lane_is_on(lane_t *L) { return __atomic_load_n(&L->on, __ATOMIC_RELAXED); }
 
 int lane_offer(lane_t *L, const ring_t *batch, Py_ssize_t taken, long long seq, ring_t *fin) {
-    if (__atomic_load_n(&L->busy, __ATOMIC_ACQUIRE)) return 0;
+    if (__atomic_load_n(&L->busy, __ATOMIC_SEQ_CST)) return 0;
     pthread_mutex_lock(&L->mu);
     if (L->busy || !L->on) {
         pthread_mutex_unlock(&L->mu);
@@ -269,7 +301,14 @@ int lane_offer(lane_t *L, const ring_t *batch, Py_ssize_t taken, long long seq, 
     return 1;
 }
 
-int lane_idle(lane_t *L) { return !__atomic_load_n(&L->busy, __ATOMIC_ACQUIRE); }
+int lane_idle(lane_t *L) { return !__atomic_load_n(&L->busy, __ATOMIC_SEQ_CST); }
+
+void lane_want(lane_t *L) {
+    /* With the store of busy = 0 and the load of want in the thread (both seq_cst),
+     * either the add that sets this sees the lane idle and hands the ring over, or
+     * the lane, once done, sees this. */
+    __atomic_store_n(&L->want, 1, __ATOMIC_SEQ_CST);
+}
 
 int lane_done(lane_t *L) {
     pthread_mutex_lock(&L->mu);

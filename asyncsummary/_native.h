@@ -77,6 +77,7 @@ int lane_start(lane_t *L, int fd, long long budget); /* -1 with an exception set
 int lane_stop(lane_t *L);          /* no more batches; 1 when idle, else the pipe says */
 int lane_is_on(lane_t *L);
 int lane_idle(lane_t *L);
+void lane_want(lane_t *L);         /* an add found it busy with a full ring */
 int lane_done(lane_t *L);          /* idle, and its last batch was written */
 /* Hands a batch over (1), or 0 when busy or off; *fin gets the last finished slots. */
 int lane_offer(lane_t *L, const ring_t *batch, Py_ssize_t taken, long long seq, ring_t *fin);

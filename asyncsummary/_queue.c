@@ -317,6 +317,12 @@ static void q_free_some(QueueObject *q, Py_ssize_t k) {
     }
 }
 
+/* Whether the lane may take the whole ring: it is on, can write every slot, and its
+ * copies stay within the bound (see q_give); else the loop takes batches. */
+static inline int q_lane_can_take(QueueObject *q) {
+    return q->lane && lane_is_on(q->lane) && !q->unlaneable && 2 * q->bytes <= q->max_pending;
+}
+
 /* The lane wrote its batch: its room comes back. Whether any did. */
 static int q_reap(QueueObject *q) {
     if (q->lane_reserved == 0 || !lane_done(q->lane)) return 0;
@@ -329,7 +335,10 @@ static int q_reap(QueueObject *q) {
  * pointer swap, the ring getting the spare array. The ring's room shrinks by what the
  * batch keeps (its slots and the lane's framed copy) until the lane wrote it. */
 static void q_give(QueueObject *q) {
-    if (!lane_idle(q->lane)) return;
+    if (!lane_idle(q->lane)) {
+        lane_want(q->lane); /* it looks again once done (see _lane.c) */
+        if (!lane_idle(q->lane)) return;
+    }
     q_reap(q); /* the last batch's room */
     q_free_some(q, PY_SSIZE_T_MAX); /* the batch before last, if not freed yet */
     if (q->spare == NULL) {
@@ -366,9 +375,8 @@ static PyObject *q_commit(QueueObject *q, const slot_t *s) {
     if (q->freeing.count) q_free_some(q, 2);
     /* Committed: any Python code from here on (the wake-up) sees the event queued. */
     if (q->bytes < q->batch_bytes) Py_RETURN_NONE;
-    /* The lane takes the whole ring, a backlog too, while it keeps its copies within
-     * the bound (see q_give); beyond, or when it cannot write it all, the loop. */
-    if (q->lane && lane_is_on(q->lane) && !q->unlaneable && 2 * q->bytes <= q->max_pending) {
+    /* The lane takes the whole ring (a backlog too) when it can; else the loop. */
+    if (q_lane_can_take(q)) {
         q_give(q);
         Py_RETURN_NONE;
     }
@@ -599,6 +607,19 @@ static PyObject *q_lane_start(QueueObject *q, PyObject *args) {
     return PyLong_FromLong(lane_fd(q->lane));
 }
 
+PyDoc_STRVAR(q_lane_give_doc,
+"lane_give() -> bool\n\n"
+"Hand the queued events to the lane now (started, idle), as the add that fills a batch\n"
+"does; False when it cannot take them (something only Python frames, past half the\n"
+"bound) or holds a batch still.");
+
+static PyObject *q_lane_give(QueueObject *q, PyObject *unused) {
+    if (q->ring.count == 0 || !q_lane_can_take(q)) Py_RETURN_FALSE;
+    Py_ssize_t before = q->ring.count;
+    q_give(q);
+    return PyBool_FromLong(q->ring.count < before);
+}
+
 PyDoc_STRVAR(q_lane_stop_doc,
 "lane_stop() -> bool\n\n"
 "No more batches for the lane. True when it is idle (lane_collect may be called);\n"
@@ -722,6 +743,7 @@ static PyMethodDef q_methods[] = {
     {"take", (PyCFunction)q_take, METH_VARARGS, q_take_doc},
     {"clear", (PyCFunction)q_clear, METH_NOARGS, q_clear_doc},
     {"lane_start", (PyCFunction)q_lane_start, METH_VARARGS, q_lane_start_doc},
+    {"lane_give", (PyCFunction)q_lane_give, METH_NOARGS, q_lane_give_doc},
     {"lane_stop", (PyCFunction)q_lane_stop, METH_NOARGS, q_lane_stop_doc},
     {"lane_collect", (PyCFunction)q_lane_collect, METH_NOARGS, q_lane_collect_doc},
     {"lane_held", (PyCFunction)q_lane_held, METH_NOARGS, q_lane_held_doc},

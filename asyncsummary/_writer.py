@@ -173,7 +173,8 @@ class AsyncSummaryWriter:
         max_file_bytes: Start a new event file (named to sort later) past this size.
         batch_bytes: Pending bytes that wake the background loop before the timer does,
             and the most it writes at once (at least one event); at most a quarter of
-            ``max_pending_bytes`` is used.
+            ``max_pending_bytes`` is used. The native lane (local files) is handed the
+            pending events once they reach it, a backlog whole up to half the bound.
         sink_factory: Makes the sink of each event file (tests and benchmarks wrap it).
         storage_options: Passed to fsspec for a remote ``logdir`` URL.
     """

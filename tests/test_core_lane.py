@@ -222,6 +222,27 @@ def test_a_failed_write_hands_the_engine_the_unwritten_bytes(tmp_path):
         os.close(fd)
 
 
+def test_lane_give_hands_over_a_ring_filled_while_the_lane_was_off(tmp_path):
+    path = tmp_path / "events"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        calls = Calls()
+        queue = _native.PendingQueue(ROOM, 4096, OVERHEAD, calls.wake, calls.on_slow)
+        items = [(SCALAR, ("loss", float(i)), i, 1.0, 24) for i in range(100)]
+        add_all(queue, items)  # no lane yet: the loop was woken for it
+        assert calls.wakes == 1 and not queue.lane_give()  # no lane: nothing to give
+        pipe = queue.lane_start(fd, 1 << 62, ROOM)
+        assert queue.lane_give() and len(queue) == 0
+        assert stop(queue, pipe)[0] == 100
+        assert path.read_bytes() == python_bytes(items)
+        queue.lane_start(fd, 1 << 62, ROOM)
+        queue.add(SUMMARY, _summary("s", 1.0), 1, 1.0, 10)
+        assert not queue.lane_give() and len(queue) == 1  # a summary: the loop's
+        stop(queue, pipe)
+    finally:
+        os.close(fd)
+
+
 def test_no_reference_is_leaked(tmp_path):
     tag = "".join(["leak", "-check"])  # a str of its own
     payload = bytes(100)
@@ -274,6 +295,19 @@ def test_a_writer_writes_everything_in_order_with_summaries_between_lane_batches
     got = [(e.summary.value[0].tag, e.step) for e in events[1:]]
     assert got == expected
     assert [e.summary.value[0].simple_value for e in events[1:]] == [float(s) for _, s in expected]
+
+
+def test_no_full_batch_waits_for_the_timer_when_the_adds_stop(tmp_path):
+    writer = AsyncSummaryWriter(str(tmp_path), batch_bytes=4096, flush_secs=3600)
+    for i in range(20_000):
+        writer.add_scalar("loss", float(i), i)
+        if i % 500 == 499:
+            time.sleep(0.001)
+    deadline = time.monotonic() + 20
+    while writer.stats().pending_bytes >= 4096:  # only less than a batch waits
+        assert time.monotonic() < deadline, writer.stats()
+        time.sleep(0.01)
+    writer.close()
 
 
 def test_a_writer_rotates_files_under_the_lane(tmp_path):
