@@ -724,35 +724,53 @@ class WriterEngine:
         # wrote everything or gave up with its error.
         self._release_waiters(self._close_error)
 
-    def _lane_resume(self) -> None:
-        """Let the native lane write the queue's full batches to the open local file,
-        while the loop holds nothing of its own to write and nobody waits on it."""
+    def _lane_start(self) -> bool:
+        """Start the native lane on the open local file, if the loop holds nothing of
+        its own to write (the lane must never write beside it)."""
         sink = self._sink
-        if (
-            not self._lane_able
-            or type(sink) is not FileSink
-            or self._out is not None
-            or self._waiters
-            or self._closing
-            or self._blocked  # a blocked add waits for the loop to give room back
-            or self._flush_requested
-            or self._state is not _State.OPEN
-        ):
-            return
+        if not self._lane_able or type(sink) is not FileSink or self._out is not None:
+            return False
         budget = _NO_BUDGET
         if self._max_file_bytes is not None:
             budget = self._max_file_bytes - self._file_bytes
             if budget <= 0:
-                return
+                return False
         try:
             fd = self._queue.lane_start(sink.fileno(), budget, self._max_pending)
         except OSError:  # no thread to be had (a process at its limit): the loop writes
             self._lane_able = False
-            return
+            return False
         if self._lane_fd is None:
             self._lane_fd = fd
             self._loop.add_reader(fd, self._on_lane_note)
         self._lane_on = True
+        return True
+
+    async def _lane_write(self) -> bool:
+        """Have the lane write what is queued (the head of a backlog) while the loop
+        waits: under a trainer that holds the GIL, the loop's own batches need it several
+        times each and fall behind for good; the lane needs it never. False when it
+        took nothing (the loop writes)."""
+        if not self._lane_start():
+            return False
+        with self._lock:
+            self._peak_pending = max(self._peak_pending, self._held_bytes())
+            gave = self._queue.lane_give()
+        await self._lane_pause()
+        return gave
+
+    def _lane_resume(self) -> None:
+        """Leave the lane running on its own (the adds hand it full batches) while nobody
+        waits on the loop."""
+        if (
+            self._waiters
+            or self._closing
+            or self._blocked  # a blocked add waits for the loop to give room back
+            or self._flush_requested
+            or self._state is not _State.OPEN
+            or not self._lane_start()
+        ):
+            return
         if self._queue.bytes >= self._batch_bytes and not self._queue.lane_give():
             return  # a full batch the lane cannot take: the loop's wake-up stays set
         # A wake-up for a full batch that came meanwhile is the lane's now; every other
@@ -823,6 +841,8 @@ class WriterEngine:
             if self._out is None and self._done_seq >= entry_seq:
                 return  # what is left was added meanwhile: next wake-up or timer
             if self._out is None:
+                if await self._lane_write():
+                    continue
                 with self._lock:
                     self._peak_pending = max(self._peak_pending, self._held_bytes())
                     # One atomic call: the batch, its bytes, the room it keeps, and the

@@ -609,15 +609,43 @@ static PyObject *q_lane_start(QueueObject *q, PyObject *args) {
 
 PyDoc_STRVAR(q_lane_give_doc,
 "lane_give() -> bool\n\n"
-"Hand the queued events to the lane now (started, idle), as the add that fills a batch\n"
-"does; False when it cannot take them (something only Python frames, past half the\n"
-"bound) or holds a batch still.");
+"Hand queued events to the lane now (started and idle; the loop then waits for it).\n"
+"The whole ring when it fits in half the bound, as the add that fills a batch does;\n"
+"a backlog past that, its head: as much as keeps the ring and the lane's copies\n"
+"within the bound with half the room left for the adds meanwhile (at least one\n"
+"event). False when nothing was given: empty, something only Python frames queued,\n"
+"the lane off or busy.");
 
 static PyObject *q_lane_give(QueueObject *q, PyObject *unused) {
-    if (q->ring.count == 0 || !q_lane_can_take(q)) Py_RETURN_FALSE;
+    if (q->ring.count == 0 || q->lane == NULL || !lane_is_on(q->lane) || q->unlaneable ||
+        !lane_idle(q->lane))
+        Py_RETURN_FALSE;
     Py_ssize_t before = q->ring.count;
-    q_give(q);
-    return PyBool_FromLong(q->ring.count < before);
+    if (2 * q->bytes <= q->max_pending) {
+        q_give(q);
+        return PyBool_FromLong(q->ring.count < before);
+    }
+    Py_ssize_t limit = (q->max_pending - q->bytes) / 2, taken = q_at(q, 0)->size, k = 1;
+    while (k < q->ring.count && taken + q_at(q, k)->size <= limit) taken += q_at(q, k++)->size;
+    Py_ssize_t cap = 64;
+    while (cap < k) cap *= 2;
+    ring_t head = {PyMem_Malloc(sizeof(slot_t) * (size_t)cap), cap, 0, k};
+    if (head.slots == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < k; i++) head.slots[i] = *q_at(q, i);
+    q_reap(q);
+    q_free_some(q, PY_SSIZE_T_MAX);
+    ring_t fin;
+    if (!lane_offer(q->lane, &head, taken, q->added - (q->ring.count - k), &fin)) {
+        PyMem_Free(head.slots); /* the slots are still the ring's */
+        Py_RETURN_FALSE;
+    }
+    q->freeing = fin;
+    q->ring.head = (q->ring.head + k) & (q->ring.cap - 1); /* moved, not copied */
+    q->ring.count -= k;
+    q->bytes -= taken;
+    q->lane_reserved = 2 * taken;
+    q->room -= q->lane_reserved;
+    Py_RETURN_TRUE;
 }
 
 PyDoc_STRVAR(q_lane_stop_doc,

@@ -243,6 +243,35 @@ def test_lane_give_hands_over_a_ring_filled_while_the_lane_was_off(tmp_path):
         os.close(fd)
 
 
+def test_lane_give_hands_over_a_backlog_head_first_within_the_bound(tmp_path):
+    path = tmp_path / "events"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    room = 1 << 20
+    try:
+        queue = _native.PendingQueue(room, 4096, OVERHEAD, Calls().wake, Calls().on_slow)
+        items = [(SCALAR, ("loss", float(i)), i, 1.0, 24) for i in range(3000)]
+        add_all(queue, items)  # 840 KB accounted: past half the bound
+        pipe = queue.lane_start(fd, 1 << 62, room)
+        given = []
+        while len(queue):
+            before, queued = len(queue), queue.bytes
+            assert queue.lane_give()
+            events, taken, _, _, _ = queue.lane_held()
+            if 2 * queued > room:  # a head: the ring and the lane's copies within the
+                # bound, half of the room left for the adds (at least one event given)
+                assert taken <= max((room - queued) // 2, OVERHEAD + 24)
+                assert queue.bytes + 2 * taken <= room
+            assert events == before - len(queue) >= 1
+            given.append(stop(queue, pipe)[0])
+            queue.lane_start(fd, 1 << 62, room)
+        assert len(given) >= 2 and sum(given) == 3000
+        assert path.read_bytes() == python_bytes(items)
+        assert queue.room == room and queue.lane_reserved == 0
+        stop(queue, pipe)
+    finally:
+        os.close(fd)
+
+
 def test_no_reference_is_leaked(tmp_path):
     tag = "".join(["leak", "-check"])  # a str of its own
     payload = bytes(100)
