@@ -82,12 +82,14 @@ struct lane {
     ring_t fin; /* written (or failed) slots, still holding their objects */
     long long events, bytes, done_seq, batches;
     int err;                     /* errno of a failed batch, 0 if none */
-    size_t rest_off;             /* the failed batch's framed bytes from here are unwritten */
-    Py_ssize_t rest_events, rest_taken;
+    /* A failed batch's unwritten part: buf[rest_off:buf_len], then its slots from
+     * rest_next on (not framed yet). */
+    size_t rest_off;
+    Py_ssize_t rest_next, rest_events, rest_taken;
     long long rest_seq;
-    /* the thread's framing buffer */
+    /* the thread's framing buffer: CHUNK bytes */
     uint8_t *buf;
-    size_t buf_len, buf_cap;
+    size_t buf_len;
 };
 
 static void lane_unref_locked(lane_t *L) {
@@ -111,26 +113,10 @@ static void tell_loop(lane_t *L) {
     (void)r;
 }
 
-/* A framing buffer larger than this is not kept once its batch is written. */
-#define KEEP_BUF (4 << 20)
-
-/* Frames L->in into L->buf; 0, or an errno. */
-static int frame_batch(lane_t *L) {
-    size_t total = 0;
-    for (Py_ssize_t i = 0; i < L->in.count; i++) total += slot_record_size(ring_at(&L->in, i));
-    if (total > L->buf_cap) {
-        uint8_t *buf = malloc(total);
-        if (buf == NULL) return ENOMEM;
-        free(L->buf);
-        L->buf = buf;
-        L->buf_cap = total;
-    }
-    uint8_t *p = L->buf;
-    for (Py_ssize_t i = 0; i < L->in.count; i++) p = put_slot_record(p, ring_at(&L->in, i));
-    L->buf_len = total;
-    return 0;
-}
-
+/* The framing buffer: a batch is framed and written this much at a time (a record the
+ * lane frames is at most SMALL_MAX bytes of payload and its envelope), so its copy of
+ * a backlog never takes more memory than this. */
+#define CHUNK (1 << 20)
 /* Writes L->buf from *off; 0, or an errno (then *off is where it stopped). */
 static int write_all(int fd, const uint8_t *buf, size_t len, size_t *off) {
     while (*off < len) {
@@ -165,6 +151,29 @@ static void wait_for_batch(lane_t *L) {
     }
 }
 
+/* Frames and writes L->in, a chunk at a time; 0, or an errno: then the unwritten part
+ * is buf[*off:buf_len] and the slots from *next on. *written: bytes written. */
+static int write_batch(lane_t *L, int fd, size_t *written, Py_ssize_t *next, size_t *off) {
+    Py_ssize_t i = 0;
+    while (i < L->in.count) {
+        uint8_t *p = L->buf;
+        for (; i < L->in.count; i++) {
+            const slot_t *s = ring_at(&L->in, i);
+            if (p != L->buf && (size_t)(p - L->buf) + slot_record_size(s) > CHUNK) break;
+            p = put_slot_record(p, s);
+        }
+        L->buf_len = (size_t)(p - L->buf);
+        *off = 0;
+        int err = write_all(fd, L->buf, L->buf_len, off);
+        *written += *off;
+        if (err) {
+            *next = i;
+            return err;
+        }
+    }
+    return 0;
+}
+
 static void *lane_main(void *arg) {
     lane_t *L = arg;
     pthread_mutex_lock(&L->mu);
@@ -173,23 +182,19 @@ static void *lane_main(void *arg) {
         if (!L->busy) break; /* quit, and idle */
         int fd = L->fd;
         pthread_mutex_unlock(&L->mu);
-        size_t off = 0;
-        int err = frame_batch(L);
-        if (err == 0) err = write_all(fd, L->buf, L->buf_len, &off);
+        size_t written = 0, off = 0;
+        Py_ssize_t next = 0;
+        int err = write_batch(L, fd, &written, &next, &off);
         pthread_mutex_lock(&L->mu);
-        if (!err && L->buf_cap > KEEP_BUF) { /* a backlog's buffer is not kept for good */
-            free(L->buf);
-            L->buf = NULL;
-            L->buf_cap = 0;
-        }
         L->fin = L->in; /* freed by the caller's next adds, or by lane_collect */
         L->in.count = 0;
         L->in.slots = NULL;
-        L->bytes += (long long)off;
-        L->budget -= (long long)off;
+        L->bytes += (long long)written;
+        L->budget -= (long long)written;
         if (err) {
             L->err = err;
             L->rest_off = off;
+            L->rest_next = next;
             L->rest_events = L->fin.count;
             L->rest_taken = L->in_taken;
             L->rest_seq = L->in_seq;
@@ -217,8 +222,15 @@ lane_t *lane_new(void) {
         PyErr_NoMemory();
         return NULL;
     }
+    L->buf = malloc(CHUNK);
+    if (L->buf == NULL) {
+        free(L);
+        PyErr_NoMemory();
+        return NULL;
+    }
     int fds[2];
     if (pipe(fds) < 0) {
+        free(L->buf);
         free(L);
         PyErr_SetFromErrno(PyExc_OSError);
         return NULL;
@@ -295,7 +307,7 @@ int lane_offer(lane_t *L, const ring_t *batch, Py_ssize_t taken, long long seq, 
     L->in = *batch;
     L->in_taken = taken;
     L->in_seq = seq;
-    L->busy = 1;
+    __atomic_store_n(&L->busy, 1, __ATOMIC_SEQ_CST);
     pthread_cond_signal(&L->cv);
     pthread_mutex_unlock(&L->mu);
     return 1;
@@ -326,12 +338,21 @@ int lane_collect(lane_t *L, ring_t *fin, lane_result_t *out) {
         return -1;
     }
     if (L->err) {
-        out->rest = PyBytes_FromStringAndSize((const char *)L->buf + L->rest_off,
-                                              (Py_ssize_t)(L->buf_len - L->rest_off));
+        /* The unwritten part: the rest of the chunk being written, then the slots not
+         * framed yet, framed now. */
+        size_t head = L->buf_len - L->rest_off, total = head;
+        for (Py_ssize_t i = L->rest_next; i < L->fin.count; i++)
+            total += slot_record_size(ring_at(&L->fin, i));
+        out->rest = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
         if (out->rest == NULL) {
             pthread_mutex_unlock(&L->mu);
             return -1;
         }
+        uint8_t *p = (uint8_t *)PyBytes_AS_STRING(out->rest);
+        memcpy(p, L->buf + L->rest_off, head);
+        p += head;
+        for (Py_ssize_t i = L->rest_next; i < L->fin.count; i++)
+            p = put_slot_record(p, ring_at(&L->fin, i));
         out->err = L->err;
         out->rest_events = L->rest_events;
         out->rest_taken = L->rest_taken;

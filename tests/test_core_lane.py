@@ -272,6 +272,43 @@ def test_lane_give_hands_over_a_backlog_head_first_within_the_bound(tmp_path):
         os.close(fd)
 
 
+def test_a_write_failing_mid_batch_hands_back_exactly_the_bytes_not_written():
+    # A batch of 3 MB is framed and written a chunk (1 MiB) at a time; the reader of the
+    # pipe it goes to leaves after 1.5 MB: the write in the middle of the second chunk
+    # fails (EPIPE), and the rest of that chunk plus the slots never framed come back.
+    import threading
+
+    read_end, write_end = os.pipe()
+    got = bytearray()
+
+    def reader() -> None:
+        while len(got) < 1_500_000:
+            got.extend(os.read(read_end, 1 << 16))
+        os.close(read_end)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        queue = _native.PendingQueue(1 << 30, 1 << 29, OVERHEAD, Calls().wake, Calls().on_slow)
+        items = [(RAW_EVENT, os.urandom(1000), i, 0.0, 1000) for i in range(3000)]
+        add_all(queue, items)
+        pipe = queue.lane_start(write_end, 1 << 62, 1 << 30)
+        assert queue.lane_give()
+        ready, _, _ = select.select([pipe], [], [], 30)  # it stopped: the error
+        assert ready
+        assert queue.lane_stop()
+        events, nbytes, _, _, err, rest, rest_events, rest_seq, _ = queue.lane_collect()
+        thread.join()
+        assert err == errno.EPIPE and events == 0 and (rest_events, rest_seq) == (3000, 3000)
+        whole = python_bytes(items)
+        # Written: what the reader got, and what the pipe held when it left.
+        assert 1_500_000 <= len(got) <= nbytes <= len(got) + (1 << 16) < len(whole)
+        assert whole[: len(got)] == got and whole[nbytes:] == rest
+    finally:
+        thread.join()
+        os.close(write_end)
+
+
 def test_no_reference_is_leaked(tmp_path):
     tag = "".join(["leak", "-check"])  # a str of its own
     payload = bytes(100)
