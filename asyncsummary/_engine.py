@@ -751,7 +751,7 @@ class WriterEngine:
         waits: under a trainer that holds the GIL, the loop's own batches need it several
         times each and fall behind for good; the lane needs it never. False when it
         took nothing (the loop writes)."""
-        if not self._lane_start():
+        if not self._lane_able or self._queue.unlaneable or not self._lane_start():
             return False
         with self._lock:
             self._peak_pending = max(self._peak_pending, self._held_bytes())

@@ -64,6 +64,7 @@ struct lane {
     pthread_cond_t cv;
     int refs;         /* the queue's and the thread's */
     int thread_alive; /* a thread was started and has not ended */
+    int no_thread;    /* the errno of a thread that could not be started */
     pid_t pid;        /* the process the mutex and thread belong to */
     int pipe_r, pipe_w;
     /* control */
@@ -176,6 +177,9 @@ static int write_batch(lane_t *L, int fd, size_t *written, Py_ssize_t *next, siz
 
 static void *lane_main(void *arg) {
     lane_t *L = arg;
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "asyncsum-lane"); /* for top -H, py-spy, gdb */
+#endif
     pthread_mutex_lock(&L->mu);
     for (;;) {
         wait_for_batch(L);
@@ -255,31 +259,41 @@ lane_t *lane_new(void) {
 
 int lane_fd(lane_t *L) { return L->pipe_r; }
 
+/* Starts the thread, with the mutex held: at the first batch handed over, so that a
+ * writer whose batches the lane never gets (a summary in each) has no thread for it.
+ * An errno, or 0. */
+static int start_thread(lane_t *L) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    L->quit = 0;
+    L->refs++;
+    int rc = pthread_create(&thread, &attr, lane_main, L);
+    pthread_attr_destroy(&attr);
+    if (rc) {
+        L->refs--;
+        L->no_thread = rc;
+        return rc;
+    }
+    L->thread_alive = 1;
+    return 0;
+}
+
 int lane_start(lane_t *L, int fd, long long budget) {
     pthread_mutex_lock(&L->mu);
-    int started = L->thread_alive;
-    if (!started) {
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_t thread;
-        L->quit = 0;
-        L->refs++;
-        int rc = pthread_create(&thread, &attr, lane_main, L);
-        pthread_attr_destroy(&attr);
-        if (rc) {
-            L->refs--;
-            pthread_mutex_unlock(&L->mu);
-            errno = rc;
-            PyErr_SetFromErrno(PyExc_OSError);
-            return -1;
-        }
-        L->thread_alive = 1;
+    int rc = L->no_thread;
+    if (rc == 0) {
+        L->fd = fd;
+        L->budget = budget;
+        L->on = 1;
     }
-    L->fd = fd;
-    L->budget = budget;
-    L->on = 1;
     pthread_mutex_unlock(&L->mu);
+    if (rc) {
+        errno = rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     return 0;
 }
 
@@ -297,9 +311,9 @@ int lane_is_on(lane_t *L) { return __atomic_load_n(&L->on, __ATOMIC_RELAXED); }
 int lane_offer(lane_t *L, const ring_t *batch, Py_ssize_t taken, long long seq, ring_t *fin) {
     if (__atomic_load_n(&L->busy, __ATOMIC_SEQ_CST)) return 0;
     pthread_mutex_lock(&L->mu);
-    if (L->busy || !L->on) {
+    if (L->busy || !L->on || (!L->thread_alive && start_thread(L))) {
         pthread_mutex_unlock(&L->mu);
-        return 0;
+        return 0; /* a thread that could not be started: lane_start says so */
     }
     *fin = L->fin;
     L->fin.slots = NULL;
