@@ -6,7 +6,10 @@ Guarantees (each one is tested in ``tests/test_core_engine.py`` and ``tests/test
   (:mod:`._pending`: one atomic C call with the native encoder) and adds its size to a
   counter. No syscall, no parsing, no serialization, no
   wake-up of the loop per event: the loop is woken only when the pending bytes cross
-  ``batch_bytes``, by the ``flush_secs`` timer, and by ``flush``/``close``.
+  ``batch_bytes``, by the ``flush_secs`` timer, and by ``flush``/``close``. With the
+  native lane (local files, the C queue: see ``_lane.c``) a full batch of events that C
+  frames alone goes from the add to the lane's thread instead, and nothing of the writer
+  takes the GIL until the timer or a call wakes the loop.
 * **Bounded memory.** The events a writer holds, those waiting in the queue *and* the
   batch the drain took off it and is writing, never exceed ``max_pending_bytes`` (each
   event counted as its payload plus :data:`ITEM_OVERHEAD`): a batch keeps its room, and
