@@ -50,6 +50,7 @@ const int HAVE_LANE = 1;
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -58,6 +59,13 @@ const int HAVE_LANE = 1;
 /* How long a lane that an add found busy waits, once done, for an add to hand it the
  * ring that filled meanwhile; then it asks the loop to take it (the adds stopped). */
 #define WANT_WAIT_NS (10 * 1000 * 1000)
+
+/* The clock of that wait: monotonic where condition variables can use it (not macOS). */
+#if defined(__APPLE__)
+#define WAIT_CLOCK CLOCK_REALTIME
+#else
+#define WAIT_CLOCK CLOCK_MONOTONIC
+#endif
 
 struct lane {
     pthread_mutex_t mu;
@@ -137,7 +145,7 @@ static void wait_for_batch(lane_t *L) {
     while (!L->busy && !L->quit) {
         if (__atomic_exchange_n(&L->want, 0, __ATOMIC_SEQ_CST) && L->on) {
             struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
+            clock_gettime(WAIT_CLOCK, &until);
             until.tv_nsec += WANT_WAIT_NS;
             if (until.tv_nsec >= 1000000000L) {
                 until.tv_sec++;
@@ -180,6 +188,11 @@ static void *lane_main(void *arg) {
 #ifdef __linux__
     pthread_setname_np(pthread_self(), "asyncsum-lane"); /* for top -H, py-spy, gdb */
 #endif
+    /* Signals are Python's, handled in the main thread: none is delivered here (and
+     * none interrupts a write here). */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     pthread_mutex_lock(&L->mu);
     for (;;) {
         wait_for_batch(L);
@@ -248,7 +261,9 @@ lane_t *lane_new(void) {
     pthread_mutex_init(&L->mu, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+#if !defined(__APPLE__)
+    pthread_condattr_setclock(&attr, WAIT_CLOCK);
+#endif
     pthread_cond_init(&L->cv, &attr);
     pthread_condattr_destroy(&attr);
     L->refs = 1;

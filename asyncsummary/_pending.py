@@ -14,6 +14,10 @@ Two implementations with the same behaviour, chosen with the encoder (see
 * :class:`PendingQueue` here: the reference, which takes the engine's lock for the
   same atomicity; items are tuples ``(kind, payload, step, wall_time, size)``.
 
+The C queue also feeds the native lane (``_lane.c``, where the engine starts it): the add
+that fills a batch hands the whole ring to the lane's thread, which writes it to the local
+file without the GIL (see ``has_lane`` and ``WriterEngine._lane_resume``).
+
 Atomic means: a signal handler (which Python runs between bytecodes) or another thread
 finds an add either not done or done, never half done (a lock left held once stopped
 every writer of the process; a counter updated without its event lost count).
