@@ -9,13 +9,17 @@ Guarantees tested here:
 * Its batch keeps its room (the slots and the framed copy) until written; the next add
   after that gets it back. While it writes, ``lane_stop`` says so and its pipe tells
   when it is done.
-* A failed write hands the engine the exact unwritten bytes, with the errno; nothing is
-  lost, and the lane stops taking batches.
+* ``lane_give`` (the loop's hand-over) gives it a ring that filled while it was off, and
+  a backlog past half the bound head first, within the bound.
+* A failed write hands the engine the exact unwritten bytes, with the errno (also in the
+  middle of a batch written a chunk at a time); nothing is lost, and the lane stops
+  taking batches.
 * No reference is leaked: the objects of written slots are freed by later adds or
   ``lane_collect``.
 * Through a writer: everything reaches the file in order, with summaries between the
   lane's batches, across rotated files, and across a write failure (the file size limit
-  of ``RLIMIT_FSIZE``) once the storage takes bytes again.
+  of ``RLIMIT_FSIZE``) once the storage takes bytes again; no full batch is left for the
+  ``flush_secs`` timer when the adds stop.
 """
 
 from __future__ import annotations
