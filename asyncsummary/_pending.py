@@ -211,9 +211,7 @@ _size_of = operator.itemgetter(4)
 
 def has_lane(queue: Any) -> bool:
     """Whether ``queue`` has the native lane (the C queue, where POSIX threads are)."""
-    return _encoder.IMPLEMENTATION == "native" and bool(_encoder._native.LANE) and (
-        hasattr(queue, "lane_start")
-    )
+    return hasattr(queue, "lane_start") and bool(_encoder._native.LANE)
 
 
 def new_queue(

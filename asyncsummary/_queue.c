@@ -294,17 +294,22 @@ static int q_reserve(QueueObject *q) {
 /* What the lane writes: plain slots of every kind but summaries (Python validates those). */
 static inline int laneable(const slot_t *s) { return s->plain && s->kind != KIND_SUMMARY; }
 
-/* Frees up to k of the slots the lane wrote; an emptied array becomes the spare. Only
- * plain slots reach the lane: their objects are exact str or bytes, whose
- * deallocation runs no Python code. */
-static void q_free_some(QueueObject *q, Py_ssize_t k) {
-    ring_t *r = &q->freeing;
+/* Frees up to k slots from the head of a ring that is no queue's (its array stays). */
+static void ring_free_head(ring_t *r, Py_ssize_t k) {
     for (; k > 0 && r->count; k--) {
         PyObject *obj = ring_at(r, 0)->obj;
         r->head = (r->head + 1) & (r->cap - 1);
         r->count--;
         Py_DECREF(obj);
     }
+}
+
+/* Frees up to k of the slots the lane wrote; an emptied array becomes the spare. Only
+ * plain slots reach the lane: their objects are exact str or bytes, whose
+ * deallocation runs no Python code. */
+static void q_free_some(QueueObject *q, Py_ssize_t k) {
+    ring_t *r = &q->freeing;
+    ring_free_head(r, k);
     if (r->slots != NULL && r->count == 0) {
         if (q->spare == NULL && r->cap <= KEEP_SLOTS) {
             q->spare = r->slots;
@@ -331,6 +336,18 @@ static int q_reap(QueueObject *q) {
     return 1;
 }
 
+/* Offers the lane a batch (after q_reap and q_free_some): on success the slots it
+ * finished before are to be freed, and the batch keeps its room (its slots and the
+ * lane's framed copy) until written. Whether the lane took it. */
+static int q_offer(QueueObject *q, const ring_t *batch, Py_ssize_t taken, long long seq) {
+    ring_t fin;
+    if (!lane_offer(q->lane, batch, taken, seq, &fin)) return 0;
+    q->freeing = fin;
+    q->lane_reserved = 2 * taken;
+    q->room -= q->lane_reserved;
+    return 1;
+}
+
 /* Hands the whole ring to the lane when it is idle (else a later add tries again): a
  * pointer swap, the ring getting the spare array. The ring's room shrinks by what the
  * batch keeps (its slots and the lane's framed copy) until the lane wrote it. */
@@ -347,17 +364,12 @@ static void q_give(QueueObject *q) {
         if (q->spare == NULL) return; /* the next add tries again */
         q->spare_cap = cap;
     }
-    ring_t fin;
-    Py_ssize_t taken = q->bytes;
-    if (!lane_offer(q->lane, &q->ring, taken, q->added, &fin)) return;
-    q->freeing = fin;
+    if (!q_offer(q, &q->ring, q->bytes, q->added)) return;
     q->ring.slots = q->spare;
     q->ring.cap = q->spare_cap;
     q->ring.head = q->ring.count = 0;
     q->spare = NULL;
     q->bytes = 0;
-    q->lane_reserved = 2 * taken;
-    q->room -= q->lane_reserved;
 }
 
 static inline int q_has_room(QueueObject *q, Py_ssize_t size) {
@@ -578,12 +590,7 @@ static PyObject *q_take(QueueObject *q, PyObject *args) {
 
 /* Frees the slots of a ring (and its array). */
 static void ring_drop(ring_t *r) {
-    while (r->count) {
-        PyObject *obj = ring_at(r, 0)->obj;
-        r->head = (r->head + 1) & (r->cap - 1);
-        r->count--;
-        Py_DECREF(obj);
-    }
+    ring_free_head(r, PY_SSIZE_T_MAX);
     PyMem_Free(r->slots);
     r->slots = NULL;
     r->cap = r->head = 0;
@@ -634,17 +641,13 @@ static PyObject *q_lane_give(QueueObject *q, PyObject *unused) {
     for (Py_ssize_t i = 0; i < k; i++) head.slots[i] = *q_at(q, i);
     q_reap(q);
     q_free_some(q, PY_SSIZE_T_MAX);
-    ring_t fin;
-    if (!lane_offer(q->lane, &head, taken, q->added - (q->ring.count - k), &fin)) {
+    if (!q_offer(q, &head, taken, q->added - (q->ring.count - k))) {
         PyMem_Free(head.slots); /* the slots are still the ring's */
         Py_RETURN_FALSE;
     }
-    q->freeing = fin;
     q->ring.head = (q->ring.head + k) & (q->ring.cap - 1); /* moved, not copied */
     q->ring.count -= k;
     q->bytes -= taken;
-    q->lane_reserved = 2 * taken;
-    q->room -= q->lane_reserved;
     Py_RETURN_TRUE;
 }
 
