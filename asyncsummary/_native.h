@@ -17,6 +17,7 @@
 #define KIND_RAW_EVENT 0
 #define KIND_SUMMARY 5
 #define KIND_SCALAR 100
+#define KIND_DEFERRED 101
 /* Payloads up to this size are framed in C; larger ones stay their own bytes object. */
 #define SMALL_MAX (64 * 1024)
 

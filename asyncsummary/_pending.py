@@ -42,8 +42,8 @@ Item = tuple[int, Any, int, float, int]
 class PendingQueue:
     """The pure-Python queue (see the module docstring); ``_native.PendingQueue``'s twin.
 
-    ``wake()`` is called once the queued bytes reach ``batch_bytes`` (once until the
-    drain takes a batch); ``slow(kind, payload, step, wall_time, size)`` takes an add
+    ``wake()`` is called once a batch is due (:meth:`_batch_due`; once until the drain
+    takes a batch); ``slow(kind, payload, step, wall_time, size)`` takes an add
     that the fast path cannot; ``closed_during_add(seq)`` is called, with the lock held,
     when the gate closed while this thread was appending its ``seq``-th event (a signal
     handler's ``close()``, see ``WriterEngine._closed_during_add``).
@@ -63,6 +63,7 @@ class PendingQueue:
         self.open = True
         self.wake_sent = False
         self.bytes = 0
+        self.deferred = 0  # of the bytes, the DEFERRED events' (see _batch_due)
         self.added = 0
         self._items: collections.deque[Item] = collections.deque()
         self._batch_bytes = batch_bytes
@@ -96,11 +97,30 @@ class PendingQueue:
 
     def _append(self, item: Item) -> None:
         self.bytes += item[4]
+        if item[0] == _encoder.DEFERRED:
+            self.deferred += item[4]
         self.added += 1
         self._items.append(item)
-        if self.bytes >= self._batch_bytes and not self.wake_sent:
+        if not self.wake_sent and self._batch_due():
             self.wake_sent = True
             self._wake()
+
+    def _batch_due(self) -> bool:
+        """Whether the drain has a batch to take (``q_batch_due`` in ``_queue.c``).
+
+        A DEFERRED event (a summary a worker builds) is accounted by its inputs, a
+        snapshot its build releases long before the drain comes: it counts toward the
+        bound but not toward a batch, so that a histogram or an image does not wake the
+        loop (which takes the GIL and a core from the trainer) for a few KB. The timer
+        writes them, or a batch of other events, or the queue holding half its room.
+        """
+        return self.bytes - self.deferred >= self._batch_bytes or 2 * self.bytes >= self.room
+
+    def _forget(self, item: Item) -> None:
+        """Count one event out (dropped or taken back), before it leaves the deque."""
+        self.bytes -= item[4]
+        if item[0] == _encoder.DEFERRED:
+            self.deferred -= item[4]
 
     def put(
         self, kind: int, payload: Any, step: int, wall_time: float, size: int, drop_oldest: bool
@@ -118,7 +138,7 @@ class PendingQueue:
             items = self._items
             while items and self.bytes + size > self.room:
                 dropped += 1
-                self.bytes -= items[0][4]  # the counter first, the popleft() last
+                self._forget(items[0])  # the counters first, the popleft() last
                 items.popleft()
             self._append((kind, payload, step, wall_time, size))
             return dropped
@@ -131,7 +151,7 @@ class PendingQueue:
         with self._lock:
             if self.added != seq or not self._items:
                 return False
-            self.bytes -= self._items[-1][4]
+            self._forget(self._items[-1])
             self.added -= 1
             self._items.pop()
             return True
@@ -158,6 +178,8 @@ class PendingQueue:
                 guess = len(items) * batch_bytes // taken
                 batch, taken = _take_batch(items, guess, batch_bytes)
             self.bytes -= taken
+            if self.deferred:
+                self.deferred -= sum(item[4] for item in batch if item[0] == _encoder.DEFERRED)
             self.room = max_pending - reserved_for(len(batch), taken)
             return batch, taken, self.added - len(self._items)
 
@@ -166,7 +188,7 @@ class PendingQueue:
         with self._lock:
             count = len(self._items)
             self._items = collections.deque()
-            self.bytes = 0
+            self.bytes = self.deferred = 0
             return count
 
 

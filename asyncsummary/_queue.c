@@ -94,6 +94,7 @@ int slot_fill(slot_t *s, PyObject *kind_o, PyObject *payload, PyObject *step_o, 
     s->plain = 0;
     int overflow = 0;
     long kind = PyLong_CheckExact(kind_o) ? PyLong_AsLongAndOverflow(kind_o, &overflow) : -1;
+    s->kind = !overflow && kind >= 0 && kind <= INT32_MAX ? (int32_t)kind : -1;
     if (!overflow && kind >= 0 && fill_when(s, step_o, wall_o)) {
         if (kind == KIND_SCALAR) {
             s->plain = PyTuple_CheckExact(payload) && PyTuple_GET_SIZE(payload) == 2 &&
@@ -253,6 +254,7 @@ typedef struct {
     PyObject_HEAD
     ring_t ring; /* the queued slots */
     Py_ssize_t bytes; /* accounted bytes of the queued events */
+    Py_ssize_t deferred; /* of those, the DEFERRED ones' (see q_commit) */
     Py_ssize_t room;  /* add() appends while bytes + size <= room */
     Py_ssize_t batch_bytes, overhead;
     long long added; /* events ever appended (and not taken back by unappend) */
@@ -293,6 +295,11 @@ static int q_reserve(QueueObject *q) {
 
 /* What the lane writes: plain slots of every kind but summaries (Python validates those). */
 static inline int laneable(const slot_t *s) { return s->plain && s->kind != KIND_SUMMARY; }
+
+/* A slot's accounted bytes if it is a build still to come (see q_commit), else 0. */
+static inline Py_ssize_t deferred_bytes(const slot_t *s) {
+    return s->kind == KIND_DEFERRED ? s->size : 0;
+}
 
 /* Frees up to k slots from the head of a ring that is no queue's (its array stays). */
 static void ring_free_head(ring_t *r, Py_ssize_t k) {
@@ -376,17 +383,28 @@ static inline int q_has_room(QueueObject *q, Py_ssize_t size) {
     return q->bytes + size <= q->room || (q_reap(q) && q->bytes + size <= q->room);
 }
 
+/* Whether the queue holds a batch for the drain. A DEFERRED event (a summary a worker
+ * builds) is accounted by its inputs, a snapshot that its build releases long before
+ * the drain comes: it counts toward the bound but not toward a batch, so that a
+ * histogram or an image does not wake the loop, which would take the GIL and a core
+ * from the trainer for a few KB. The flush_secs timer writes them, or a batch of other
+ * events, or the queue holding half its room. */
+static inline int q_batch_due(const QueueObject *q) {
+    return q->bytes - q->deferred >= q->batch_bytes || 2 * q->bytes >= q->room;
+}
+
 /* Appends a filled slot (room reserved) and wakes the drain when a batch is pending:
  * the lane when it is on and can write the whole ring, else the engine's loop. */
 static PyObject *q_commit(QueueObject *q, const slot_t *s) {
     *q_at(q, q->ring.count) = *s;
     q->ring.count++;
     q->bytes += s->size;
+    q->deferred += deferred_bytes(s);
     q->added++;
     q->unlaneable += !laneable(s);
     if (q->freeing.count) q_free_some(q, 2);
     /* Committed: any Python code from here on (the wake-up) sees the event queued. */
-    if (q->bytes < q->batch_bytes) Py_RETURN_NONE;
+    if (!q_batch_due(q)) Py_RETURN_NONE;
     /* The lane takes the whole ring (a backlog too) when it can; else the loop. */
     if (q_lane_can_take(q)) {
         q_give(q);
@@ -406,6 +424,7 @@ static void q_detach(QueueObject *q, Py_ssize_t k, slot_t *out) {
     for (Py_ssize_t i = 0; i < k; i++) {
         out[i] = *q_at(q, i);
         q->bytes -= out[i].size;
+        q->deferred -= deferred_bytes(&out[i]);
         q->unlaneable -= !laneable(&out[i]);
     }
     q->ring.head = (q->ring.head + k) & (q->ring.cap ? q->ring.cap - 1 : 0);
@@ -421,6 +440,7 @@ static Py_ssize_t q_drop_all(QueueObject *q) {
         q->ring.head = (q->ring.head + 1) & (q->ring.cap - 1);
         q->ring.count--;
         q->bytes -= s.size;
+        q->deferred -= deferred_bytes(&s);
         q->unlaneable -= !laneable(&s);
         Py_DECREF(s.obj);
     }
@@ -550,6 +570,7 @@ static PyObject *q_unappend(QueueObject *q, PyObject *arg) {
     slot_t s = *q_at(q, q->ring.count - 1);
     q->ring.count--;
     q->bytes -= s.size;
+    q->deferred -= deferred_bytes(&s);
     q->unlaneable -= !laneable(&s);
     q->added--;
     Py_DECREF(s.obj);
@@ -745,7 +766,7 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     QueueObject *q = (QueueObject *)type->tp_alloc(type, 0);
     if (q == NULL) return NULL;
     q->ring.slots = NULL;
-    q->ring.cap = q->ring.head = q->ring.count = q->bytes = 0;
+    q->ring.cap = q->ring.head = q->ring.count = q->bytes = q->deferred = 0;
     q->lane = NULL;
     q->max_pending = room;
     q->lane_reserved = q->unlaneable = 0;
@@ -786,6 +807,8 @@ static PyMemberDef q_members[] = {
     {"wake_sent", T_BOOL, offsetof(QueueObject, wake_sent), 0, "The drain was woken for a batch."},
     {"room", T_PYSSIZET, offsetof(QueueObject, room), 0, "Bytes the queued events may take."},
     {"bytes", T_PYSSIZET, offsetof(QueueObject, bytes), READONLY, "Accounted bytes queued."},
+    {"deferred", T_PYSSIZET, offsetof(QueueObject, deferred), READONLY,
+     "Of those, the DEFERRED events' (they do not make a batch)."},
     {"added", T_LONGLONG, offsetof(QueueObject, added), READONLY, "Events ever appended."},
     {"unlaneable", T_PYSSIZET, offsetof(QueueObject, unlaneable), READONLY,
      "Queued events the lane cannot write."},

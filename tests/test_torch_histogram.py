@@ -79,7 +79,7 @@ def test_the_c_counter_is_used_where_built():
 
     assert _histogram._buckets is not None, "asyncsummary.torch._buckets was not built"
     assert (_histogram._count is not None) == (_encoder.IMPLEMENTATION == "native")
-    assert _histogram._cells() is not None  # no cell of the table holds two edges
+    assert _histogram._table() is not None  # no cell of the table holds two edges
 
 
 def test_without_the_c_counter_numpy_counts(monkeypatch):
@@ -100,6 +100,13 @@ def test_the_c_counter_on_random_bits():
         expected = np.histogram(data[np.isfinite(data)], bins=EDGES)[0].tolist()
         assert _histogram.default_bucket_counts(data).tolist() == expected
         assert _histogram.numpy_bucket_counts(np.ascontiguousarray(data)).tolist() == expected
+        # The C counter itself, so that a fallback to NumPy could not hide a wrong table;
+        # its last slot holds the values in no bucket (NaN, beyond +-1e20).
+        if _histogram._count is not None:
+            counts = np.zeros(len(EDGES), dtype=np.int64)
+            assert _histogram._count(np.ascontiguousarray(data), _histogram._table(), counts) == 0
+            assert counts[:-1].tolist() == expected
+            assert counts[-1] == len(data) - sum(expected)
 
 
 @pytest.mark.parametrize(
@@ -124,14 +131,57 @@ def test_same_errors_as_torch():
 
 def test_summary_equals_torchs_histogram():
     import torch
+    from tensorboard.compat.proto.summary_pb2 import Summary
     from torch.utils.tensorboard.summary import histogram
 
     values = torch.randn(3000, generator=torch.Generator().manual_seed(1))
     expected = histogram("w", values, DEFAULT)
-    got = _histogram.histogram("w", values, DEFAULT, None, default=True)
+    got = Summary.FromString(_histogram.histogram("w", values, DEFAULT, None, default=True))
     assert got.value[0].tag == "w" and _fields(got.value[0].histo) == _fields(
         expected.value[0].histo
     )
+
+
+@pytest.mark.parametrize("tag", ["w", "", "layer/weight \u00e9\u6f22"])
+@pytest.mark.parametrize("name", list(_inputs()))
+@pytest.mark.parametrize("max_bins", [None, 40])
+def test_summary_bytes_are_protobufs(name, max_bins, tag):
+    # The builder writes the Summary by hand (a proto costs a Python float per bucket):
+    # byte for byte what protobuf serializes from the same fields, -0.0 and NaN included.
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    values = _inputs()[name]
+    expected = Summary(
+        value=[Summary.Value(tag=tag, histo=_histogram.make_histogram(values, DEFAULT, max_bins, True))]
+    ).SerializeToString()
+    assert _histogram.histogram(tag, values, DEFAULT, max_bins, default=True) == expected
+
+
+def test_summary_bytes_of_zero_fields():
+    # Fields whose bits are zero are left out, as protobuf does; -0.0 is not zero.
+    from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
+
+    for mn, mx, total in [(0.0, 0.0, 0.0), (-0.0, 0.0, -0.0), (0.0, 1.0, 1.0)]:
+        fields = _histogram.Fields(
+            mn, mx, 1, total, 0.0, np.array([1e-12, 1.1e-12]), np.array([0, 1])
+        )
+        expected = Summary(
+            value=[
+                Summary.Value(
+                    tag="z",
+                    histo=HistogramProto(
+                        min=mn, max=mx, num=1, sum=total, sum_squares=0.0,
+                        bucket_limit=[1e-12, 1.1e-12], bucket=[0, 1],
+                    ),
+                )
+            ]
+        ).SerializeToString()
+        assert _histogram.summary_bytes("z", fields) == expected
+
+
+def test_a_tag_protobuf_refuses_is_refused():
+    with pytest.raises(UnicodeEncodeError):
+        _histogram.histogram("\ud800", np.ones(3), DEFAULT, None, default=True)
 
 
 def test_no_blas_thread_runs():

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ import asyncsummary
 from asyncsummary import InvalidEventError
 from asyncsummary._loop import BUILD_WORKERS, build_pool
 from asyncsummary.torch import _snapshot
+from tests.readers import accumulator
 from tests.test_torch_equivalence import _normalised, _run_events
 
 pytestmark = pytest.mark.torch
@@ -133,6 +135,53 @@ def test_python_scalars_take_the_fast_path_without_any_worker(tmp_path):
             writer.flush()  # nothing waits for a build
         values = [(r[0], r[2]) for r in _logged(str(tmp_path)) if r[1] == "summary"]
         assert values == [(s, t) for s in range(50) for t in ("loss", "count")]
+
+
+def _builds_done() -> None:
+    """Wait until every build submitted so far has run (the pool is FIFO per worker)."""
+    done = [build_pool().submit(lambda: None) for _ in range(BUILD_WORKERS)]
+    for future in done:
+        future.result(WAIT)
+
+
+def test_histograms_wait_for_the_timer_not_the_loop(tmp_path):
+    # A histogram's event is accounted by its snapshot (256 KiB here) until written,
+    # though its build frees it at once: counted toward a batch, every second one woke
+    # the loop, which took the GIL and a core from the trainer for a few KB. Now the
+    # timer (or a flush, or a batch of other events) writes them; half the bound wakes
+    # the loop too, so the bound is never reached by them alone.
+    weight = torch.randn(256, 256, generator=torch.Generator().manual_seed(3))
+    with asyncsummary.SummaryWriter(str(tmp_path / "timer"), flush_secs=3600) as writer:
+        writer.add_scalar("first", 1.0, 0)
+        writer.flush()  # the file is open, the loop idle
+        file_writer = writer._get_file_writer()
+        queue = file_writer._engine._queue
+        written = file_writer.stats().written  # the file's header events and "first"
+        for step in range(1, 21):  # 5 MiB of snapshots, a 512 KiB batch
+            writer.add_histogram("w", weight, step)
+        _builds_done()
+        assert not queue.wake_sent and queue.deferred > 10 * weight.numel() * 4
+        assert file_writer.stats().written == written
+        writer.flush()
+        assert file_writer.stats().written == written + 20 and queue.deferred == 0
+    histograms = accumulator(str(tmp_path / "timer")).Histograms("w")
+    assert [h.step for h in histograms] == list(range(1, 21))
+    assert histograms[0].histogram_value.num == weight.numel()
+
+    bound = 4 << 20  # half of it: 8 snapshots
+    with asyncsummary.SummaryWriter(
+        str(tmp_path / "bound"), flush_secs=3600, max_pending_bytes=bound
+    ) as writer:
+        writer.add_scalar("first", 1.0, 0)
+        writer.flush()
+        file_writer = writer._get_file_writer()
+        written = file_writer.stats().written
+        for step in range(1, 11):
+            writer.add_histogram("w", weight, step)
+        deadline = time.monotonic() + WAIT
+        while file_writer.stats().written < written + 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert file_writer.stats().written >= written + 7  # with no flush, no timer
 
 
 # ------------------------------------------------------------ torch's errors

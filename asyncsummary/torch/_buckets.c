@@ -7,75 +7,76 @@
  * and NaN not counted. The NumPy code in _histogram.py does the same in about 15
  * array passes (it is the fallback, and the reference of the tests).
  *
- * How a value finds its bucket without a binary search: |x|'s IEEE bits shifted
- * right so that 11 exponent bits and the top 4 mantissa bits remain are a cell
- * number; every cell spans a ratio of at most 1 + 1/16 between its ends, less than
- * the 1.1 between two edges, so it holds at most one edge. A table made in Python
- * (_histogram._cells(), which checks that property) gives, per cell, the index of
- * the last positive edge <= the cell's lowest value; one comparison with the next
- * edge finishes the search.
+ * How a value finds its bucket without a search: its top 16 IEEE bits (sign, 11
+ * exponent bits, the top 4 mantissa bits) name a cell. A cell spans a ratio of at most
+ * 1 + 1/16 between its ends, less than the 1.1 between two edges, so at most one
+ * boundary (an edge, or the end of the range) falls inside it, and within a cell the
+ * bucket is a step function of |v|'s bits (IEEE order is numeric order for |v|). The
+ * table (made and checked against np.histogram's rule in _histogram._table()) gives
+ * per cell the first |v| bits at or past the step and the buckets below and from it;
+ * one integer comparison picks the bucket. Values outside the range and NaN go to an
+ * extra last slot of counts, which the caller drops.
+ *
+ * No branch depends on the data: a value's sign and its side of a cell's step are as
+ * random as the data, and mispredicted branches on them cost more than the work
+ * (this loop is about 1.3 ns per value here, the branching one it replaced 3.5-4.5).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
 
-#define CELL_SHIFT (52 - 4)
+#define CELL_SHIFT 48
+#define CELLS (1 << 16)
+
+/* One cell: |v| bits >= step -> bucket high, else bucket low. The layout is
+ * _histogram._TABLE_DTYPE's. */
+typedef struct {
+    uint64_t step;
+    int32_t low, high;
+} cell_t;
 
 PyDoc_STRVAR(count_doc,
-"count(values, positive_edges, cells, counts) -> misplaced\n\n"
-"Add to counts (int64, 2 * L buckets) the bucket counts of values (float64), for\n"
-"the edges -p[L-1] .. -p[0], 0, p[0] .. p[L-1] where p is positive_edges (float64,\n"
-"L of them) and cells the cell table (int32, 2**15 entries). Every buffer must be\n"
-"C-contiguous; the GIL is released while counting. Returns how many values found no\n"
-"bucket through the table (0 unless the table does not fit the edges).");
+"count(values, table, counts) -> misplaced\n\n"
+"Add to counts (int64, one per bucket plus a last slot for values in none) the\n"
+"bucket counts of values (float64), through the cell table (2**16 cells of\n"
+"_histogram._TABLE_DTYPE). Every buffer must be C-contiguous; the GIL is released\n"
+"while counting. Returns how many values the table sent past counts (0 unless the\n"
+"table does not fit counts; those are not counted).");
 
 static PyObject *count(PyObject *self, PyObject *args) {
-    Py_buffer values, edges, cells, counts;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*", &values, &edges, &cells, &counts)) return NULL;
+    Py_buffer values, table, counts;
+    if (!PyArg_ParseTuple(args, "y*y*w*", &values, &table, &counts)) return NULL;
     PyObject *result = NULL;
     Py_ssize_t n = values.len / (Py_ssize_t)sizeof(double);
-    Py_ssize_t L = edges.len / (Py_ssize_t)sizeof(double);
-    if (values.len % (Py_ssize_t)sizeof(double) || edges.len % (Py_ssize_t)sizeof(double) ||
-        L < 2 || cells.len != (Py_ssize_t)(sizeof(int32_t) << 15) ||
-        counts.len != (Py_ssize_t)sizeof(int64_t) * 2 * L) {
+    Py_ssize_t slots = counts.len / (Py_ssize_t)sizeof(int64_t);
+    if (values.len % (Py_ssize_t)sizeof(double) || table.len != (Py_ssize_t)sizeof(cell_t) * CELLS ||
+        counts.len % (Py_ssize_t)sizeof(int64_t) || slots < 1) {
         PyErr_SetString(PyExc_ValueError, "count(): buffers of the wrong sizes");
         goto done;
     }
-    const double *x = (const double *)values.buf, *p = (const double *)edges.buf;
-    const int32_t *cell = (const int32_t *)cells.buf;
+    const double *x = (const double *)values.buf;
+    const cell_t *cell = (const cell_t *)table.buf;
     int64_t *c = (int64_t *)counts.buf;
-    const double low = -p[L - 1], high = p[L - 1];
     Py_ssize_t misplaced = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
-        double v = x[i];
-        if (!(v >= low && v <= high)) continue; /* outside, or NaN */
         uint64_t bits;
-        memcpy(&bits, &v, 8);
-        bits &= ~(UINT64_C(1) << 63); /* |v|, -0.0 included */
-        double a;
-        memcpy(&a, &bits, 8);
-        Py_ssize_t j = cell[bits >> CELL_SHIFT]; /* last edge <= the cell's start, or -1 */
-        if (j + 1 < L && a >= p[j + 1]) j++;     /* now p[j] <= a < p[j+1] (p[-1] = 0) */
-        Py_ssize_t bucket;
-        if (v >= 0) { /* [p[j], p[j+1]); j = -1: [0, p[0]); a == p[L-1]: the last, closed */
-            bucket = L + 1 + j;
-            if (bucket > 2 * L - 1) bucket = 2 * L - 1;
-        } else { /* v in [-p[j+1], -p[j]) unless a == p[j]: then [-p[j], -p[j-1]) */
-            bucket = L - 2 - j + (j >= 0 && a == p[j]);
-        }
-        if ((size_t)bucket < (size_t)(2 * L))
+        memcpy(&bits, &x[i], 8);
+        const cell_t *e = &cell[bits >> CELL_SHIFT];
+        uint64_t magnitude = bits & ~(UINT64_C(1) << 63);
+        int64_t low = e->low, high = e->high;
+        int64_t bucket = low + ((high - low) & -(int64_t)(magnitude >= e->step));
+        if ((uint64_t)bucket < (uint64_t)slots) /* always, with _table()'s: predicted */
             c[bucket]++;
         else
-            misplaced++; /* a table that does not fit the edges: never with _cells()'s */
+            misplaced++;
     }
     Py_END_ALLOW_THREADS
     result = PyLong_FromSsize_t(misplaced);
 done:
     PyBuffer_Release(&values);
-    PyBuffer_Release(&edges);
-    PyBuffer_Release(&cells);
+    PyBuffer_Release(&table);
     PyBuffer_Release(&counts);
     return result;
 }

@@ -112,8 +112,8 @@ def default_bins() -> list[float]:
 class Job:
     """One deferred build: ``build(*args)`` on a worker, snapshots resolved first.
 
-    ``build`` returns a ``Summary`` proto (the event's payload), or None for a job
-    that only writes files (embeddings). Snapshots are released once it is done,
+    ``build`` returns a ``Summary`` proto or its bytes (the event's payload), or None
+    for a job that only writes files (embeddings). Snapshots are released once it is done,
     whatever happens, so staging buffers go back to their pool.
     """
 
@@ -134,7 +134,7 @@ class Job:
             self._args = ()
         if built is None:
             return []
-        return [(SUMMARY, built.SerializeToString())]
+        return [(SUMMARY, built if isinstance(built, bytes) else built.SerializeToString())]
 
     def discard(self) -> None:
         """Release the snapshots without building (the event was refused)."""
