@@ -43,6 +43,7 @@ __all__ = [
     "histogram_fields",
     "make_histogram",
     "numpy_bucket_counts",
+    "prepare",
     "summary_bytes",
 ]
 
@@ -69,6 +70,15 @@ def _positive_edges() -> np.ndarray:
     """p[0] .. p[L-1] of the edges -p[L-1] .. -p[0], 0, p[0] .. p[L-1] (a view)."""
     edges = _edges()
     return edges[len(edges) // 2 + 1 :]
+
+
+def prepare() -> None:
+    """Make the default buckets' edges and cell table now (about 7 ms, once per process):
+    the writer's constructor calls it, so that the first histogram's build does not
+    make them on a worker while the trainer runs."""
+    _edges()
+    if _count is not None:
+        _table()
 
 
 def default_bucket_counts(values: np.ndarray) -> np.ndarray | None:
@@ -117,20 +127,24 @@ def _table() -> np.ndarray | None:
         high = low + np.uint64((1 << 48) - 1)
         edges = _edges()
         bucket_low, bucket_high = _bucket_of_bits(low | sign, edges), _bucket_of_bits(high | sign, edges)
+        step = np.full(len(cells), _NO_STEP, dtype=np.uint64)
         edge_bits = _positive_edges().view(np.uint64)
         edge = edge_bits[np.minimum(np.searchsorted(edge_bits, low), len(edge_bits) - 1)]
-        step = np.full(len(cells), _NO_STEP, dtype=np.uint64)
-        done = bucket_low == bucket_high
         one = np.uint64(1)
-        for candidate in (edge, edge + one, low + one):
-            inside = (candidate > low) & (candidate <= high)
-            below = _bucket_of_bits((np.where(inside, candidate, low + one) - one) | sign, edges)
-            above = _bucket_of_bits(np.where(inside, candidate, low) | sign, edges)
-            fits = ~done & inside & (below == bucket_low) & (above == bucket_high)
-            step[fits] = candidate[fits]
-            done |= fits
+        todo = np.flatnonzero(bucket_low != bucket_high)  # the cells with a step
+        for candidates in (edge, edge + one, low + one):
+            candidate, lowest, sign_bit = candidates[todo], low[todo], sign[todo]
+            inside = (candidate > lowest) & (candidate <= high[todo])
+            at = np.where(inside, candidate, lowest + one)
+            fits = (
+                inside
+                & (_bucket_of_bits((at - one) | sign_bit, edges) == bucket_low[todo])
+                & (_bucket_of_bits(at | sign_bit, edges) == bucket_high[todo])
+            )
+            step[todo[fits]] = candidate[fits]
+            todo = todo[~fits]
         table = np.empty(len(cells), dtype=_TABLE_DTYPE)
-        if done.all():
+        if len(todo) == 0:
             table["step"], table["low"], table["high"] = step, bucket_low, bucket_high
         else:
             table = table[:0]  # never with 1.1 apart: NumPy counts

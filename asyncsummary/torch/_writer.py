@@ -145,6 +145,7 @@ class SummaryWriter:
         **writer_options: Any,
     ) -> None:
         _builders.load()
+        _histogram.prepare()
         if not isinstance(flush_waits, bool):
             raise TypeError(f"flush_waits must be a bool, got {flush_waits!r}")
         if not log_dir:
