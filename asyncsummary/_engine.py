@@ -52,7 +52,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import _encoder, _event, _pending, _registry
@@ -910,20 +910,14 @@ class WriterEngine:
 
     async def _write_out(self) -> None:
         assert self._sink is not None and self._out is not None
-        skip = self._out_off  # bytes of the chunks that this sink already took
-        for chunk in self._out:
-            if skip >= len(chunk):
-                skip -= len(chunk)
-                continue
-            view = memoryview(chunk)
-            while skip < len(view):
-                n = await self._sink.write(view[skip:])
-                skip += n
-                self._out_off += n
-                self._file_bytes += n
-                self._bytes_written += n
-                self._dirty = True
-            skip = 0
+        parts = _after(self._out, self._out_off)  # what this sink has not taken yet
+        while parts:
+            n = await self._sink.write_parts(parts)
+            parts = _after(parts, n)
+            self._out_off += n
+            self._file_bytes += n
+            self._bytes_written += n
+            self._dirty = True
         self._commit_out()
 
     def _commit_out(self) -> None:
@@ -1036,3 +1030,16 @@ if hasattr(os, "register_at_fork"):
 def _consume_exception(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _after(parts: Sequence[bytes | memoryview], skip: int) -> list[memoryview]:
+    """Views of ``parts`` past their first ``skip`` bytes (the ones a sink took)."""
+    out: list[memoryview] = []
+    for part in parts:
+        if skip >= len(part):
+            skip -= len(part)
+            continue
+        view = memoryview(part)
+        out.append(view[skip:] if skip else view)
+        skip = 0
+    return out

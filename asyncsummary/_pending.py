@@ -37,6 +37,7 @@ from . import _encoder
 __all__ = ["PendingQueue", "has_lane", "new_queue"]
 
 Item = tuple[int, Any, int, float, int]
+_DEFERRED = _encoder.DEFERRED
 
 
 class PendingQueue:
@@ -97,7 +98,7 @@ class PendingQueue:
 
     def _append(self, item: Item) -> None:
         self.bytes += item[4]
-        if item[0] == _encoder.DEFERRED:
+        if item[0] == _DEFERRED:
             self.deferred += item[4]
         self.added += 1
         self._items.append(item)
@@ -119,7 +120,7 @@ class PendingQueue:
     def _forget(self, item: Item) -> None:
         """Count one event out (dropped or taken back), before it leaves the deque."""
         self.bytes -= item[4]
-        if item[0] == _encoder.DEFERRED:
+        if item[0] == _DEFERRED:
             self.deferred -= item[4]
 
     def put(
@@ -179,7 +180,7 @@ class PendingQueue:
                 batch, taken = _take_batch(items, guess, batch_bytes)
             self.bytes -= taken
             if self.deferred:
-                self.deferred -= sum(item[4] for item in batch if item[0] == _encoder.DEFERRED)
+                self.deferred -= sum(item[4] for item in batch if item[0] == _DEFERRED)
             self.room = max_pending - reserved_for(len(batch), taken)
             return batch, taken, self.added - len(self._items)
 

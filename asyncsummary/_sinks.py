@@ -29,6 +29,9 @@ from ._loop import DaemonThreadPoolExecutor
 
 __all__ = ["FileSink", "Sink", "SinkFactory"]
 
+_writev: Callable[[int, list[memoryview]], int] | None = getattr(os, "writev", None)  # not on Windows
+_IOV_MAX = 1024  # buffers per writev(2) (POSIX guarantees at least 16; Linux takes 1024)
+
 T = TypeVar("T")
 
 
@@ -61,6 +64,14 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     async def write(self, data: memoryview) -> int: ...
+
+    async def write_parts(self, parts: list[memoryview]) -> int:
+        """Append the parts one after the other; how many bytes were taken (from the
+        first part on, possibly fewer than all, as :meth:`write`). One call for a batch
+        whose large payloads are parts of their own (an image and its framing): a sink
+        that can write them in one storage call (:class:`FileSink`) does; this one
+        writes the first part only and the engine comes back with the rest."""
+        return await self.write(parts[0])
 
     @abc.abstractmethod
     async def flush(self, sync: bool, *, explicit: bool = True) -> bool | None: ...
@@ -119,6 +130,13 @@ class FileSink(Sink):
     async def write(self, data: memoryview) -> int:
         n = await self._file.write(data)
         return len(data) if n is None else int(n)
+
+    async def write_parts(self, parts: list[memoryview]) -> int:
+        """One ``writev(2)`` on the sink's thread: a batch's parts (a 1 MiB image comes
+        as three) cost one hop to that thread, not one each (about 80 µs each here)."""
+        if len(parts) == 1 or _writev is None:
+            return await self.write(parts[0])
+        return await self.run_blocking(_writev, self._file.fileno(), parts[:_IOV_MAX])
 
     async def flush(self, sync: bool, *, explicit: bool = True) -> None:
         fd = self._file.fileno()

@@ -342,12 +342,42 @@ class _ShortWrites(WrappedSink):
         return await self.inner.write(data[:20_000])
 
 
-def test_short_and_failed_writes_resume_at_the_exact_byte(logdir):
+class _ShortWritev(FileSink):
+    """FileSink's own ``write_parts`` (one ``writev`` per batch: an image and its framing
+    are three parts) cut at 50 000 bytes, wherever that falls among the parts, and
+    failing every third call: the engine must resume at the exact byte of the exact part."""
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.calls = 0
+        self.parts_seen = 0
+
+    async def write_parts(self, parts):
+        self.calls += 1
+        self.parts_seen = max(self.parts_seen, len(parts))
+        if self.calls % 3 == 0:
+            raise OSError(errno.EIO, "injected failure", self.name)
+        cut, left = [], 50_000
+        for part in parts:
+            if left <= 0:
+                break
+            cut.append(part[:left])
+            left -= len(cut[-1])
+        return await super().write_parts(cut)
+
+
+@pytest.mark.parametrize(
+    "sink", [lambda p: _ShortWrites(FileSink(p)), _ShortWritev], ids=["write", "write_parts"]
+)
+def test_short_and_failed_writes_resume_at_the_exact_byte(logdir, sink):
     import numpy as np
     from tensorboard.compat.proto import summary_pb2
 
     rng = np.random.default_rng(1)
-    writer = AsyncSummaryWriter(logdir, flush_secs=0.05, sink_factory=lambda p: _ShortWrites(FileSink(p)))
+    sinks = []
+    writer = AsyncSummaryWriter(
+        logdir, flush_secs=0.05, sink_factory=lambda p: sinks.append(sink(p)) or sinks[-1]
+    )
     expected = []
     for step in range(40):
         size = 70_000 if step % 5 == 0 else 30  # large payloads among small ones
@@ -373,3 +403,5 @@ def test_short_and_failed_writes_resume_at_the_exact_byte(logdir):
     if TF_CROSS_CHECKS:
         assert len(tf_records(path)) == 41  # every CRC checked by TensorFlow too
     assert writer.stats().write_errors > 0 and writer.stats().lost == 0
+    if isinstance(sinks[0], _ShortWritev):
+        assert max(s.parts_seen for s in sinks) >= 3  # several parts in one call
