@@ -14,15 +14,16 @@ trainer:
 * The counts of the default ``bins='tensorflow'`` buckets (edges +-1e-12 * 1.1**k),
   exactly ``np.histogram``'s (which sorts the input): in C, one pass with the GIL
   released (``_buckets.c``: each value's bucket from its sign, exponent and top
-  mantissa bits through a table, then one comparison), about 0.09 ms per 65,536
-  values; or, where the
-  extension is not built or ``ASYNCSUMMARY_PURE_PYTHON`` is set, by NumPy array passes
-  (the bucket from the value's logarithm in base 1.1, checked and corrected against
-  the edges; about 1 ms). If that check ever failed, ``np.histogram`` is used. Other
-  ``bins`` go to ``np.histogram`` as in torch.
+  mantissa bits through a table, then one comparison), about 0.1 ms per 65,536 values;
+  or, where the extension is not built or ``ASYNCSUMMARY_PURE_PYTHON`` is set, by NumPy
+  array passes (the bucket from the value's logarithm in base 1.1, checked and
+  corrected against the edges; about 1 ms). If that check ever failed, ``np.histogram``
+  is used. Other ``bins`` go to ``np.histogram`` as in torch.
 
 The rest (min, max, sums, trimming) is NumPy on a worker, which releases the GIL on
-inputs this size: the caller keeps the GIL while a worker bins.
+inputs this size: the caller keeps the GIL while a worker bins. The ``Summary`` is
+serialized by hand (:func:`summary_bytes`, protobuf's bytes exactly): building the proto
+cost more than the binning. About 0.19 ms in all for 65,536 values.
 """
 
 from __future__ import annotations
