@@ -113,9 +113,10 @@ class PendingQueue:
         snapshot its build releases long before the drain comes: it counts toward the
         bound but not toward a batch, so that a histogram or an image does not wake the
         loop (which takes the GIL and a core from the trainer) for a few KB. The timer
-        writes them, or a batch of other events, or the queue holding half its room.
+        writes them, or a batch of other events, or the queue holding a quarter of its
+        room (as ``batch_bytes`` is at most): an add still finds the rest free.
         """
-        return self.bytes - self.deferred >= self._batch_bytes or 2 * self.bytes >= self.room
+        return self.bytes - self.deferred >= self._batch_bytes or 4 * self.bytes >= self.room
 
     def _forget(self, item: Item) -> None:
         """Count one event out (dropped or taken back), before it leaves the deque."""

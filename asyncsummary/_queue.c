@@ -388,9 +388,10 @@ static inline int q_has_room(QueueObject *q, Py_ssize_t size) {
  * the drain comes: it counts toward the bound but not toward a batch, so that a
  * histogram or an image does not wake the loop, which would take the GIL and a core
  * from the trainer for a few KB. The flush_secs timer writes them, or a batch of other
- * events, or the queue holding half its room. */
+ * events, or the queue holding a quarter of its room (as batch_bytes is at most): an
+ * add still finds the rest free, as when the drain kept the queue near empty. */
 static inline int q_batch_due(const QueueObject *q) {
-    return q->bytes - q->deferred >= q->batch_bytes || 2 * q->bytes >= q->room;
+    return q->bytes - q->deferred >= q->batch_bytes || 4 * q->bytes >= q->room;
 }
 
 /* Appends a filled slot (room reserved) and wakes the drain when a batch is pending:

@@ -177,7 +177,7 @@ class AsyncSummaryWriter:
             pending events once they reach it, a backlog whole up to half the bound.
             Events still being built (the torch-style writer's histograms, images, ...)
             count toward the bound by their snapshots but not toward a batch: the timer
-            writes them, or a batch of other events, or half the bound pending.
+            writes them, or a batch of other events, or a quarter of the bound pending.
         sink_factory: Makes the sink of each event file (tests and benchmarks wrap it).
         storage_options: Passed to fsspec for a remote ``logdir`` URL.
     """

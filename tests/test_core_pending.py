@@ -7,7 +7,7 @@ Guarantees tested here, for both implementations alike:
   are slots in C), across the ring buffer's wrap-around and growth.
 * The fast path appends only while the gate is open and the event fits; otherwise
   ``slow`` gets the add's own arguments. ``wake`` is called once per filled batch;
-  deferred builds take room but do not fill a batch, until half the room is queued.
+  deferred builds take room but do not fill a batch, until a quarter of the room is queued.
 * ``put`` (the slow path's append) drops the oldest events for ``drop_oldest`` and
   refuses (-1) otherwise; ``take`` detaches at most ``batch_bytes`` (at least one
   event) and sets the room to what the batch keeps; ``unappend`` and ``clear``.
@@ -181,7 +181,7 @@ def test_wake_once_per_filled_batch(implementation):
 def test_deferred_builds_count_toward_the_bound_not_a_batch(implementation):
     # A DEFERRED event is accounted by its snapshot (released once built, long before
     # the drain): it takes room, but only other events make a batch that wakes the
-    # loop, or the queue holding half its room.
+    # loop, or the queue holding a quarter of its room.
     size, deferred = OVERHEAD + 8, OVERHEAD + 500  # a scalar's, a build's accounted bytes
     queue, calls = make(implementation, room=100 * size, batch_bytes=10 * size)
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -196,8 +196,8 @@ def test_deferred_builds_count_toward_the_bound_not_a_batch(implementation):
     assert calls.wakes == 1  # 10: a batch
     batch, _, _ = queue.take(1 << 40, 1 << 40)
     assert len(batch) == 14 and queue.deferred == 0 and queue.bytes == 0
-    # Half the room: woken, whatever the bytes are.
-    queue.room = 40 * size  # half: 7 builds of `deferred` bytes, not 6
+    # A quarter of the room: woken, whatever the bytes are.
+    queue.room = 80 * size  # a quarter: 7 builds of `deferred` bytes, not 6
     for step in range(6):
         queue.add(DEFERRED, future, step, 1.0, 500)
     assert calls.wakes == 1 and queue.deferred == 6 * deferred
@@ -205,8 +205,8 @@ def test_deferred_builds_count_toward_the_bound_not_a_batch(implementation):
     assert calls.wakes == 2
     # Taken back, dropped, cleared: the count follows.
     assert queue.unappend(queue.added) and queue.deferred == 6 * deferred
-    assert queue.put(SCALAR, ("a", 1.0), 7, 1.0, 30 * size, True) == 3
-    assert queue.deferred == 3 * deferred and queue.bytes == 3 * deferred + 30 * size
+    assert queue.put(SCALAR, ("a", 1.0), 7, 1.0, 70 * size, True) == 3
+    assert queue.deferred == 3 * deferred and queue.bytes == 3 * deferred + 70 * size
     queue.clear()
     assert queue.deferred == 0 and queue.bytes == 0
 

@@ -148,7 +148,7 @@ def test_histograms_wait_for_the_timer_not_the_loop(tmp_path):
     # A histogram's event is accounted by its snapshot (256 KiB here) until written,
     # though its build frees it at once: counted toward a batch, every second one woke
     # the loop, which took the GIL and a core from the trainer for a few KB. Now the
-    # timer (or a flush, or a batch of other events) writes them; half the bound wakes
+    # timer (or a flush, or a batch of other events) writes them; a quarter of the bound wakes
     # the loop too, so the bound is never reached by them alone.
     weight = torch.randn(256, 256, generator=torch.Generator().manual_seed(3))
     with asyncsummary.SummaryWriter(str(tmp_path / "timer"), flush_secs=3600) as writer:
@@ -168,7 +168,7 @@ def test_histograms_wait_for_the_timer_not_the_loop(tmp_path):
     assert [h.step for h in histograms] == list(range(1, 21))
     assert histograms[0].histogram_value.num == weight.numel()
 
-    bound = 4 << 20  # half of it: 8 snapshots
+    bound = 8 << 20  # a quarter of it: 8 snapshots
     with asyncsummary.SummaryWriter(
         str(tmp_path / "bound"), flush_secs=3600, max_pending_bytes=bound
     ) as writer:
