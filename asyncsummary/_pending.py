@@ -116,7 +116,7 @@ class PendingQueue:
         writes them, or a batch of other events, or the queue holding a quarter of its
         room (as ``batch_bytes`` is at most): an add still finds the rest free.
         """
-        return self.bytes - self.deferred >= self._batch_bytes or 4 * self.bytes >= self.room
+        return self.bytes - self.deferred >= self._batch_bytes or self.bytes >= self.room // 4
 
     def _forget(self, item: Item) -> None:
         """Count one event out (dropped or taken back), before it leaves the deque."""

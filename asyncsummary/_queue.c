@@ -391,7 +391,7 @@ static inline int q_has_room(QueueObject *q, Py_ssize_t size) {
  * events, or the queue holding a quarter of its room (as batch_bytes is at most): an
  * add still finds the rest free, as when the drain kept the queue near empty. */
 static inline int q_batch_due(const QueueObject *q) {
-    return q->bytes - q->deferred >= q->batch_bytes || 4 * q->bytes >= q->room;
+    return q->bytes - q->deferred >= q->batch_bytes || q->bytes >= q->room / 4;
 }
 
 /* Appends a filled slot (room reserved) and wakes the drain when a batch is pending:
