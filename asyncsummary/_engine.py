@@ -6,7 +6,8 @@ Guarantees (each one is tested in ``tests/test_core_engine.py`` and ``tests/test
   (:mod:`._pending`: one atomic C call with the native encoder) and adds its size to a
   counter. No syscall, no parsing, no serialization, no
   wake-up of the loop per event: the loop is woken only when the pending bytes cross
-  ``batch_bytes``, by the ``flush_secs`` timer, and by ``flush``/``close``. With the
+  ``batch_bytes`` (events still being built on a worker do not count toward it, only
+  toward a quarter of the bound), by the ``flush_secs`` timer, and by ``flush``/``close``. With the
   native lane (local files, the C queue: see ``_lane.c``) a full batch of events that C
   frames alone goes from the add to the lane's thread instead, and nothing of the writer
   takes the GIL until the timer or a call wakes the loop.
@@ -774,7 +775,7 @@ class WriterEngine:
             or not self._lane_start()
         ):
             return
-        if self._queue.bytes >= self._batch_bytes and not self._queue.lane_give():
+        if self._queue.batch_due() and not self._queue.lane_give():
             return  # a full batch the lane cannot take: the loop's wake-up stays set
         # A wake-up for a full batch that came meanwhile is the lane's now; every other
         # reason to wake the loop is a state looked at above, or comes later.

@@ -34,6 +34,7 @@ __all__ = [
     "with_summary",
     "any_metadata",
     "varint",
+    "length_delimited",
 ]
 
 # Field numbers of Event.what; also the "kind" of a pending item whose payload is the
@@ -81,6 +82,11 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def length_delimited(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2): tag, length, ``data``."""
+    return varint(number << 3 | 2) + varint(len(data)) + data
 
 
 def encode_event(wall_time: float, step: int, field: int, data: bytes) -> bytes:

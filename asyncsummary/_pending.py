@@ -43,7 +43,7 @@ _DEFERRED = _encoder.DEFERRED
 class PendingQueue:
     """The pure-Python queue (see the module docstring); ``_native.PendingQueue``'s twin.
 
-    ``wake()`` is called once a batch is due (:meth:`_batch_due`; once until the drain
+    ``wake()`` is called once a batch is due (:meth:`batch_due`; once until the drain
     takes a batch); ``slow(kind, payload, step, wall_time, size)`` takes an add
     that the fast path cannot; ``closed_during_add(seq)`` is called, with the lock held,
     when the gate closed while this thread was appending its ``seq``-th event (a signal
@@ -64,7 +64,7 @@ class PendingQueue:
         self.open = True
         self.wake_sent = False
         self.bytes = 0
-        self.deferred = 0  # of the bytes, the DEFERRED events' (see _batch_due)
+        self.deferred = 0  # of the bytes, the DEFERRED events' (see batch_due)
         self.added = 0
         self._items: collections.deque[Item] = collections.deque()
         self._batch_bytes = batch_bytes
@@ -102,11 +102,11 @@ class PendingQueue:
             self.deferred += item[4]
         self.added += 1
         self._items.append(item)
-        if not self.wake_sent and self._batch_due():
+        if not self.wake_sent and self.batch_due():
             self.wake_sent = True
             self._wake()
 
-    def _batch_due(self) -> bool:
+    def batch_due(self) -> bool:
         """Whether the drain has a batch to take (``q_batch_due`` in ``_queue.c``).
 
         A DEFERRED event (a summary a worker builds) is accounted by its inputs, a

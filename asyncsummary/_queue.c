@@ -552,6 +552,12 @@ static PyObject *q_put(QueueObject *q, PyObject *const *args, Py_ssize_t nargs) 
     return PyLong_FromSsize_t(k);
 }
 
+PyDoc_STRVAR(q_batch_due_doc, "batch_due() -> bool: whether a batch waits for the drain (see q_batch_due).");
+
+static PyObject *q_batch_due_m(QueueObject *q, PyObject *unused) {
+    return PyBool_FromLong(q_batch_due(q));
+}
+
 PyDoc_STRVAR(q_fits_doc, "fits(size) -> bool: whether an event of this accounted size fits now.");
 
 static PyObject *q_fits(QueueObject *q, PyObject *arg) {
@@ -792,6 +798,7 @@ static PyMethodDef q_methods[] = {
     {"add_scalar", (PyCFunction)(void (*)(void))q_add_scalar, METH_FASTCALL, q_add_scalar_doc},
     {"put", (PyCFunction)(void (*)(void))q_put, METH_FASTCALL, q_put_doc},
     {"fits", (PyCFunction)q_fits, METH_O, q_fits_doc},
+    {"batch_due", (PyCFunction)q_batch_due_m, METH_NOARGS, q_batch_due_doc},
     {"unappend", (PyCFunction)q_unappend, METH_O, q_unappend_doc},
     {"take", (PyCFunction)q_take, METH_VARARGS, q_take_doc},
     {"clear", (PyCFunction)q_clear, METH_NOARGS, q_clear_doc},

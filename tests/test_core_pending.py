@@ -188,12 +188,13 @@ def test_deferred_builds_count_toward_the_bound_not_a_batch(implementation):
     for step in range(4):
         queue.add(DEFERRED, future, step, 1.0, 500)
     assert calls.wakes == 0 and queue.bytes == queue.deferred == 4 * deferred
+    assert not queue.batch_due()  # what the engine asks before it lets the lane run alone
     assert not queue.fits(90 * size)  # the bound counts them
     for step in range(4, 13):
         queue.add_scalar("a", 1.0, step, 1.0, 8)
     assert calls.wakes == 0  # 9 other events: no batch yet
     queue.add_scalar("a", 1.0, 13, 1.0, 8)
-    assert calls.wakes == 1  # 10: a batch
+    assert calls.wakes == 1 and queue.batch_due()  # 10: a batch
     batch, _, _ = queue.take(1 << 40, 1 << 40)
     assert len(batch) == 14 and queue.deferred == 0 and queue.bytes == 0
     # A quarter of the room: woken, whatever the bytes are.

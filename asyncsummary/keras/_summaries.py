@@ -70,11 +70,6 @@ def _metadata() -> tuple[bytes, Any, Any, Any]:
 _SCALARS, _HISTOGRAMS, _IMAGES, _KERAS_MODEL = _metadata()
 
 
-def _field(number: int, data: bytes) -> bytes:
-    """A length-delimited protobuf field (wire type 2)."""
-    return _event.varint(number << 3 | 2) + _event.varint(len(data)) + data
-
-
 def _summary(tag: str, metadata: Any, dtype: str, shape: tuple[int, ...], **tensor: Any) -> bytes:
     """``Summary(value=[Value(tag, metadata, tensor)])`` serialized (built off the caller)."""
     from tensorboard.compat.proto.summary_pb2 import Summary
@@ -105,8 +100,8 @@ def scalar_summary(tag: str, value: float) -> bytes:
     head = _scalar_heads.get(tag)
     if head is None:
         value_bytes = (
-            _field(1, tag.encode("utf-8"))
-            + _field(9, _SCALARS)
+            _event.length_delimited(1, tag.encode("utf-8"))
+            + _event.length_delimited(9, _SCALARS)
             + b"\x42"
             + _event.varint(len(_SCALAR_TENSOR_HEAD) + 4)
             + _SCALAR_TENSOR_HEAD

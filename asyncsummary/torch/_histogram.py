@@ -319,13 +319,9 @@ def summary_bytes(tag: str, fields: Fields) -> bytes:
         ]
     )
     name = tag.encode("utf-8")  # a lone surrogate raises here, as in protobuf
-    value = b"".join(
-        [
-            b"\x0a" + _event.varint(len(name)) + name if name else b"",
-            b"\x2a" + _event.varint(len(histo)) + histo,  # Summary.Value.histo = 5
-        ]
-    )
-    return b"\x0a" + _event.varint(len(value)) + value  # Summary.value = 1
+    field = _event.length_delimited
+    value = (field(1, name) if name else b"") + field(5, histo)  # Summary.Value: tag, histo
+    return field(1, value)  # Summary.value
 
 
 def _double_field(number: int, value: float) -> bytes:
@@ -336,5 +332,4 @@ def _double_field(number: int, value: float) -> bytes:
 def _packed_doubles(number: int, array: np.ndarray) -> bytes:
     if not len(array):
         return b""
-    data = np.ascontiguousarray(array, dtype="<f8").tobytes()
-    return bytes((number << 3 | 2,)) + _event.varint(len(data)) + data
+    return _event.length_delimited(number, np.ascontiguousarray(array, dtype="<f8").tobytes())
